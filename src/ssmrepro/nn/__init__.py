@@ -1,0 +1,1 @@
+"""Model families: SEM-Net, EVSSM and the receptive-field baselines."""
