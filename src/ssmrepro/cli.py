@@ -85,7 +85,7 @@ def cmd_build_embedded(args) -> int:
 
 # --- train / evaluate / metrics / erf ------------------------------------------------------
 def cmd_train(args) -> int:
-    from .train.cli import train_from_cli
+    from .train_cli import train_from_cli
 
     return train_from_cli(args)
 
@@ -122,6 +122,14 @@ def cmd_report(args) -> int:
     root = project_root()
     out = render(root / "workflow" / "tables", Path(args.results), Path(args.out), scale=args.scale)
     print(out)
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from .paths import project_root
+    from .workflow import collect_table
+
+    print(collect_table(project_root(), args.table, args.scale, args.seed or [0], Path(args.out)))
     return 0
 
 
@@ -226,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports")
     s.add_argument("--scale", choices=SCALES, default="smoke")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("collect", help="gather a table's result files into one JSON")
+    s.add_argument("table", help="e.g. semnet_t2")
+    s.add_argument("--scale", choices=SCALES, default="smoke")
+    s.add_argument("--seed", type=int, action="append")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("plan", help="jobs and GPU-hours to reproduce everything")
     s.add_argument("--scale", choices=SCALES, default="paper")

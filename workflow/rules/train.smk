@@ -1,0 +1,16 @@
+# One training run per distinct (scale, dataset, card, seed). Resumes from its run folder.
+rule train:
+    input:
+        manifest=dataset_manifest,
+        card="models/{card}.yaml",
+    output:
+        "runs/{scale}/{data_dir}/{card}/seed{seed}/final.pt",
+    params:
+        args=train_args,
+        run_dir=subpath(output[0], parent=True),
+    log:
+        "logs/train/{scale}/{data_dir}/{card}/seed{seed}.log",
+    shell:
+        "ssmrepro train {wildcards.card} {params.args} --scale {wildcards.scale} "
+        "--seed {wildcards.seed} --run-dir {params.run_dir} --data-root "
+        + config.get("data_root", "data") + " > {log} 2>&1"
