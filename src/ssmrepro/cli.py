@@ -133,6 +133,14 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_dvc_yaml(args) -> int:
+    from .paths import project_root
+    from .workflow import write_dvc_yaml
+
+    print(write_dvc_yaml(project_root()))
+    return 0
+
+
 def cmd_plan(args) -> int:
     from .plan import plan
 
@@ -241,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, action="append")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_collect)
+
+    s = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the tables, cards and params.yaml")
+    s.set_defaults(func=cmd_dvc_yaml)
 
     s = sub.add_parser("plan", help="jobs and GPU-hours to reproduce everything")
     s.add_argument("--scale", choices=SCALES, default="paper")

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from ssmrepro.cards import load_card
 from ssmrepro.workflow import Matrix, is_embedded, parse_data_dir, parse_result_stem
 
 configfile: "workflow/config.yaml"
@@ -24,7 +25,8 @@ wildcard_constraints:
 def train_args(wildcards):
     dataset, res = parse_data_dir(wildcards.data_dir)
     extra = f" --resolution {res}" if res else ""
-    steps = config.get("steps", {}).get(wildcards.card)
+    steps = config.get("steps", {})
+    steps = steps.get(wildcards.card) or steps.get(card_family(wildcards.card))
     return f"--data {dataset}{extra}" + (f" --steps {steps}" if steps else "")
 
 
@@ -49,3 +51,7 @@ def erf_run(wildcards):
 
 def table_results(wildcards):
     return MATRIX.table_results(wildcards.table)
+
+
+def card_family(name):
+    return load_card(name, Path(workflow.basedir)).family

@@ -22,4 +22,6 @@ rule fetch:
     log:
         "logs/data/{root}/{dataset}.log",
     shell:
-        "ssmrepro fetch {wildcards.dataset} --root {wildcards.root} > {log} 2>&1"
+        "ssmrepro fetch {wildcards.dataset} --root {wildcards.root} "
+        + ("" if config.get("fetch_dvc", True) else "--no-dvc ")
+        + "> {log} 2>&1"

@@ -1,0 +1,166 @@
+"""The reproduction DAG: Snakemake lint and dry runs, config validation, dvc.yaml in sync, and the
+real thing (smoke `reproduce_all` locally and through a real SLURM; `dvc repro` twice)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssmrepro.workflow import Matrix, dvc_stages, parse_data_dir, parse_result_stem
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, timeout=900, env=None, check=True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", **(env or {})}
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+                       shell=isinstance(cmd, str))
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
+    return p
+
+
+def fresh_clone(tmp_path: Path) -> Path:
+    """A clone of the working tree as it is (committed or not), like a fresh checkout."""
+    dest = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, files):
+        src = REPO / f.decode()
+        if src.is_file() or src.is_symlink():
+            (dest / f.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f.decode(), follow_symlinks=False)
+    run(["git", "init", "-q"], dest)
+    run("git add -A && git -c user.email=t@t -c user.name=t commit -qm clone", dest)
+    return dest
+
+
+def test_parse_helpers():
+    assert parse_data_dir("embedded_inpainting-64") == ("embedded_inpainting", 64)
+    assert parse_data_dir("gopro") == ("gopro", None)
+    assert parse_result_stem("gopro+self_ensemble") == ("gopro", {"self_ensemble": True})
+    assert parse_result_stem("40-60") == ("40-60", {})
+
+
+def test_matrix_shares_runs_between_tables():
+    m = Matrix(REPO, "smoke", [0])
+    runs = m.runs()
+    assert len(runs) == len(set(runs))
+    # SEM-Net T2 (g), T4 (e) and T5 "w/o 1x1" are one card: one training run serves all three.
+    half = [r for r in runs if "/semnet-half/" in r]
+    assert half == ["runs/smoke/embedded_inpainting/semnet-half/seed0/final.pt"]
+    for t in ("semnet_t2", "semnet_t4", "semnet_t5"):
+        assert any("/semnet-half/" in r for r in m.table_results(t))
+
+
+def test_every_table_card_exists():
+    from ssmrepro.cards import all_cards
+
+    cards = all_cards(REPO)
+    m = Matrix(REPO, "smoke", [0])
+    needed = {c for t in m.tables for c in t.cards()} | {c for f in m.erf_figures() for c in f.cards()}
+    assert needed - set(cards) == set()
+
+
+def test_dvc_yaml_is_up_to_date():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text()) == dvc_stages(REPO, params)
+
+
+def test_snakemake_lint_is_clean():
+    p = run(["snakemake", "--lint"], REPO, timeout=300, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Lints for" not in p.stdout, p.stdout
+
+
+def test_invalid_config_names_the_key():
+    p = run(["snakemake", "-n", "reproduce_all", "--config", "scale=huge"], REPO, timeout=300,
+            check=False)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert "scale" in out and "smoke" in out
+
+
+def test_paper_scale_dry_run_builds_the_dag():
+    p = run(["snakemake", "-n", "--cores", "1", "reproduce_all", "--config", "scale=paper"], REPO,
+            timeout=300)
+    assert "train" in p.stdout and "evaluate" in p.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_smoke_reproduce_all_from_a_fresh_clone(tmp_path):
+    clone = fresh_clone(tmp_path)
+    t0 = time.time()
+    run(["snakemake", "--cores", "2", "reproduce_all"], clone, timeout=1500)
+    elapsed = time.time() - t0
+    index = clone / "reports" / "index.html"
+    assert index.exists()
+    m = Matrix(clone, "smoke", [0])
+    for r in m.all_results():
+        assert (clone / r).exists(), r
+    # A rerun has nothing to do.
+    p = run(["snakemake", "--cores", "2", "-n", "reproduce_all"], clone)
+    assert "Nothing to be done" in p.stdout + p.stderr
+    print(f"smoke reproduce_all: {elapsed:.0f} s")
+
+
+def _slurm_available() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to start slurmctld/slurmd/munged"
+    for tool in ("slurmctld", "slurmd", "munged", "sbatch"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            return f"{tool} is not installed (apt-get install slurm-wlm munge)"
+    return None
+
+
+@pytest.fixture
+def local_slurm():
+    why = _slurm_available()
+    if why:
+        pytest.skip(why)
+    run([str(REPO / "scripts" / "slurm-local.sh"), "start"], REPO, timeout=120)
+    try:
+        yield
+    finally:
+        run([str(REPO / "scripts" / "slurm-local.sh"), "stop"], REPO, timeout=120, check=False)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_same_dag_through_real_slurm(tmp_path, local_slurm):
+    clone = fresh_clone(tmp_path)
+    # The same DAG (every table, every run), with fewer steps and test images to keep CI short.
+    p = run(["snakemake", "--profile", "slurm", "--jobs", "2", "reproduce_all", "--config",
+             "eval_limit=2", "steps={sem_net: 2, evssm: 2, restormer: 2, nafnet: 2, fftformer: 2}",
+             "--default-resources", "slurm_partition=gpu", "mem_mb=2000", "cpus_per_task=1",
+             "--set-resources", "train:gres=''", "evaluate:gres=''", "erf:gres=''",
+             "train:mem_mb=2000", "train:cpus_per_task=1", "train:slurm_extra=''"],
+            clone, timeout=1500, check=False)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+    assert (clone / "reports" / "index.html").exists()
+    assert "slurm" in (p.stdout + p.stderr).lower()
+
+
+@pytest.mark.integration
+def test_dvc_repro_twice_is_a_noop_and_a_param_reruns_only_its_stages(tmp_path):
+    clone = fresh_clone(tmp_path)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    # Two small tables keep this short: restrict the pipeline to one table per paper.
+    run(["dvc", "init", "-q"], clone)
+    run(["dvc", "repro", "-q", "evssm_t10", "semnet_t5"], clone, timeout=1500)
+    p = run(["dvc", "repro", "evssm_t10", "semnet_t5"], clone, timeout=300)
+    assert "didn't change, skipping" in p.stdout and "Running stage" not in p.stdout, p.stdout
+    params["steps"]["evssm"] = 3
+    (clone / "params.yaml").write_text(yaml.safe_dump(params))
+    p = run(["dvc", "repro", "evssm_t10", "semnet_t5"], clone, timeout=900)
+    assert "Running stage 'evssm_t10'" in p.stdout, p.stdout
+    assert "Running stage 'semnet_t5'" not in p.stdout, p.stdout
