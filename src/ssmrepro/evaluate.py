@@ -87,21 +87,24 @@ def predict(model, item: dict, task: str, device) -> torch.Tensor:
 
 
 def _score(preds, gts, masks, protocol_ids):
-    """Evaluate protocol by protocol, so a missing backbone costs only its own metric."""
-    from .metrics import evaluate_pairs
+    """One pass for the plain numpy protocols; each network protocol (LPIPS, FID) on its own, so
+    a missing pretrained backbone costs only its own metric."""
+    from .metrics import evaluate_pairs, get_protocol
     from .pretrained import MissingPretrainedWeights
 
+    plain = [p for p in protocol_ids if get_protocol(p).backend == "numpy"]
+    groups = ([plain] if plain else []) + [[p] for p in protocol_ids if p not in plain]
     metrics = {}
-    for pid in protocol_ids:
+    for group in groups:
         try:
-            out = evaluate_pairs(preds, gts, masks, [pid])
-            m = out["metrics"][pid]
-            metrics[m["name"] + _variant(pid)] = {"value": m["value"], "protocol": pid,
-                                                  "better": m["better"], "n_images": m["n_images"]}
+            out = evaluate_pairs(preds, gts, masks, group)["metrics"]
         except MissingPretrainedWeights as exc:
-            name = pid.split("[", 1)[0]
-            metrics[name + _variant(pid)] = {"value": None, "protocol": pid,
-                                             "status": f"missing pretrained weights: {exc}"}
+            out = {pid: {"value": None, "status": f"missing pretrained weights: {exc}"} for pid in group}
+        for pid in group:
+            m = out[pid]
+            entry = {"value": m["value"], "protocol": pid}
+            entry.update({k: m[k] for k in ("better", "n_images", "status") if k in m})
+            metrics[pid.split("[", 1)[0] + _variant(pid)] = entry
     return metrics
 
 

@@ -9,11 +9,13 @@ file with torch's own downloader (``torch.hub.download_url_to_file``, hash prefi
 
 | key | file | used by |
 |---|---|---|
-| ``vgg16`` | ``vgg16-397923af.pth`` | LPIPS ``net='vgg'`` (SEM-Net's LPIPS), perceptual loss (paper: VGG-16) |
-| ``vgg19`` | ``vgg19-dcbb9e9d.pth`` | SEM-Net perceptual and style losses (reference code: VGG-19) |
-| ``alexnet`` | ``alexnet-owt-7be5be79.pth`` | LPIPS ``net='alex'`` |
-| ``inception_fid`` | ``pt_inception-2015-12-05-6726825d.pth`` | FID (pytorch-fid's Inception) |
-| ``lpips_vgg``, ``lpips_alex`` | ``lpips/weights/v0.1/{vgg,alex}.pth`` | LPIPS linear layers (ship in the lpips wheel) |
+| ``vgg16`` | ``vgg16-397923af.pth`` | LPIPS vgg; VGG-16 perceptual loss (SEM-Net paper) |
+| ``vgg19`` | ``vgg19-dcbb9e9d.pth`` | perceptual and style losses (SEM-Net code: VGG-19) |
+| ``alexnet`` | ``alexnet-owt-7be5be79.pth`` | LPIPS alex |
+| ``inception_fid`` | ``pt_inception-2015-12-05-6726825d.pth`` | FID (pytorch-fid) |
+| ``lpips_vgg``, ``lpips_alex`` | ``lpips/weights/v0.1/{vgg,alex}.pth`` | LPIPS linear layers |
+
+The lpips linear layers ship in the lpips wheel (their folder is inside the installed package).
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ def torchvision_backbone(name: str, frozen: bool = True):
     if name not in _BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(_BACKBONES))}")
     path = require(name)  # fail before building anything
-    from .compat import import_torchvision
+    from .compat.torchvision_shim import import_torchvision
 
     import torch
 

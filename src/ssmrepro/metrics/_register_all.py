@@ -1,0 +1,3 @@
+"""Importing this registers every metric protocol in ``ssmrepro.registry.METRICS``."""
+
+from . import fid, fullref, perceptual, realblur  # noqa: F401
