@@ -65,24 +65,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-# --- data ----------------------------------------------------------------------------------
-def cmd_fetch(args) -> int:
-    from .data.fetch import fetch
-
-    path = fetch(args.name, root=args.root, from_path=args.from_path, dvc=not args.no_dvc)
-    print(path)
-    return 0
-
-
-def cmd_build_embedded(args) -> int:
-    from .data.embedded import build_embedded
-
-    kwargs = {k: v for k, v in (("size", args.size), ("count", args.count)) if v is not None}
-    path = build_embedded(args.name, root=args.root, **kwargs)
-    print(path)
-    return 0
-
-
 # --- train / evaluate / metrics / erf ------------------------------------------------------
 def cmd_train(args) -> int:
     from .train_cli import train_from_cli
@@ -179,19 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("fetch", help="download, verify, extract and DVC-version a dataset")
-    s.add_argument("name")
-    s.add_argument("--from", dest="from_path", help="an archive downloaded by hand")
-    s.add_argument("--root", default="data")
-    s.add_argument("--no-dvc", action="store_true", help="do not run `dvc add` on the result")
-    s.set_defaults(func=cmd_fetch)
+    from .data.cli import register as register_data_commands
 
-    s = sub.add_parser("build-embedded", help="build an embedded dataset offline, deterministically")
-    s.add_argument("name", help="embedded_inpainting, embedded_deblur or embedded_defocus")
-    s.add_argument("--root", default="data")
-    s.add_argument("--size", type=int)
-    s.add_argument("--count", type=int)
-    s.set_defaults(func=cmd_build_embedded)
+    register_data_commands(sub)
 
     s = sub.add_parser("train", help="train a card on a dataset; resumes from RUN_DIR by itself")
     s.add_argument("card")
