@@ -22,6 +22,7 @@ import yaml
 
 from .atomic import write_json
 from .errors import UserError
+from .paths import project_root
 from .provenance import provenance
 
 RESULT_SCHEMA = "ssmrepro.result/1"
@@ -163,7 +164,7 @@ def evaluate_condition(run_dir: Path, cfg: dict, condition: str, *, self_ensembl
         "options": {"self_ensemble": bool(self_ensemble),
                     "eval_switches": card.evaluate.get("switches", {})},
         "n_images": len(preds), "metrics": {},
-        "provenance": {**provenance(), "device": str(device)},
+        "provenance": {**provenance(project_root()), "device": str(device)},
     }
     if status == "ok" and preds:
         result["metrics"] = _score(preds, gts, masks if task == "inpainting" else None,
@@ -171,9 +172,21 @@ def evaluate_condition(run_dir: Path, cfg: dict, condition: str, *, self_ensembl
         h, w = gts[0].shape[:2]
         result["runtime_ms_per_image"] = round(1000 * seconds / len(preds), 3)
         result["runtime_size"] = [h, w]
+        result.update(_macs(model, task, (h, w), device))
         result["samples"] = _save_samples(run_dir, condition, preds[:SAMPLES_SAVED],
                                           gts[:SAMPLES_SAVED], names[:SAMPLES_SAVED])
     return result
+
+
+def _macs(model, task: str, size, device) -> dict:
+    """MACs of one forward pass at the test size (fvcore; scan and FFT excluded)."""
+    from .complexity import COUNTER, count_macs, example_inputs
+
+    inputs = tuple(t.to(device) for t in example_inputs(task, size))
+    try:
+        return {"macs_g": round(count_macs(model, *inputs) / 1e9, 4), "macs_counter": COUNTER}
+    except Exception as exc:  # noqa: BLE001 - a counting failure must not lose the result
+        return {"macs_g": None, "macs_counter": f"failed: {str(exc).splitlines()[0][:200]}"}
 
 
 def _save_samples(run_dir: Path, condition: str, preds, gts, names) -> list[str]:
@@ -181,6 +194,7 @@ def _save_samples(run_dir: Path, condition: str, preds, gts, names) -> list[str]
     from .data.imageio import write_png
 
     folder = run_dir / "samples" / condition
+    folder.mkdir(parents=True, exist_ok=True)
     out = []
     for pred, gt, name in zip(preds, gts, names):
         stem = Path(str(name)).stem
