@@ -29,7 +29,7 @@ def train_from_cli(args) -> int:
     from .cards import load_card
     from .data.loaders import train_dataset
     from .data.fetch import data_version
-    from .train.loop import train
+    from .train.loop import NonFiniteLoss, RunConfigMismatch, train
 
     card = load_card(args.card)
     overrides = _parse_set(args.set)
@@ -44,9 +44,13 @@ def train_from_cli(args) -> int:
                              resolution=args.resolution)
 
     card_map = {k: v for k, v in card.__dict__.items() if k != "path"}
-    result = train(card_map, lambda: card.build(args.scale), dataset, args.run_dir, args.scale,
-                   args.seed, steps=args.steps, overrides=overrides, dataset_name=name,
-                   data_version=version, amp=None if args.amp == "none" else args.amp,
-                   deterministic=args.deterministic, progress=sys.stderr.isatty())
+    try:
+        result = train(card_map, lambda: card.build(args.scale), dataset, args.run_dir, args.scale,
+                       args.seed, steps=args.steps, overrides=overrides, dataset_name=name,
+                       data_version=version, amp=None if args.amp == "none" else args.amp,
+                       deterministic=args.deterministic, progress=sys.stderr.isatty())
+    except (NonFiniteLoss, RunConfigMismatch) as exc:
+        print(f"ssmrepro: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     print(f"{result.status}: step {result.step} of {result.iterations} in {args.run_dir}")
     return result.exit_code
