@@ -361,7 +361,7 @@ def result_stem(condition: str, options: dict[str, Any]) -> str:
 
 def options_match(wanted: dict[str, Any], got: dict[str, Any] | None) -> bool:
     """Whether a result's options are those a row asks for (unset known options take defaults)."""
-    got = got or {}
+    got = got if isinstance(got, dict) else {}
     for key in set(wanted) | set(OPTION_DEFAULTS):
         if wanted.get(key, OPTION_DEFAULTS.get(key)) != got.get(key, OPTION_DEFAULTS.get(key)):
             return False
@@ -487,10 +487,6 @@ class Figure:
     reproduce: bool = True
     notes: tuple[str, ...] = ()
     claims: tuple[dict, ...] = ()
-
-    @property
-    def rule(self) -> str:
-        return f"reproduce_{self.id}"
 
     def cards(self) -> list[str]:
         return sorted({p.card for p in self.panels if p.card}) if self.reproduce else []
