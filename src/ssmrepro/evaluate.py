@@ -173,6 +173,7 @@ def evaluate_condition(run_dir: Path, cfg: dict, condition: str, *, self_ensembl
         result["runtime_ms_per_image"] = round(1000 * seconds / len(preds), 3)
         result["runtime_size"] = [h, w]
         result.update(_macs(model, task, (h, w), device))
+        result["params"] = sum(p.numel() for p in model.parameters())
         result["samples"] = _save_samples(run_dir, condition, preds[:SAMPLES_SAVED],
                                           gts[:SAMPLES_SAVED], names[:SAMPLES_SAVED])
     return result

@@ -66,16 +66,17 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         deltaB_u = (delta * u_c).unsqueeze(-1) * B.transpose(1, 2)[:, None, :, :]
     else:
         deltaB_u = (delta * u_c).unsqueeze(-1) * B.permute(0, 1, 3, 2)
+    if C.dim() == 3:
+        C = C.unsqueeze(1)  # (b, 1, n, l): broadcast over d
+    # unbind (one autograd node) rather than indexing step by step: the same values, but the
+    # backward of L separate index operations would cost O(L^2) memory traffic.
+    dA_steps, dBu_steps = deltaA.unbind(2), deltaB_u.unbind(2)
+    C_steps = C.unbind(-1) if C.dim() == 4 else None
     x = u_c.new_zeros((b, d, n))
     ys = []
     for i in range(l):
-        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
-        if C.dim() == 2:
-            y = (x * C[None]).sum(-1)
-        elif C.dim() == 3:
-            y = (x * C[:, None, :, i]).sum(-1)
-        else:
-            y = (x * C[:, :, :, i]).sum(-1)
+        x = dA_steps[i] * x + dBu_steps[i]
+        y = (x * (C[None] if C_steps is None else C_steps[i])).sum(-1)
         ys.append(y)
     y = torch.stack(ys, dim=2) if ys else u_c.new_zeros((b, d, 0))
     out = finish(y, u, D, z, dtype_in, dtype)
