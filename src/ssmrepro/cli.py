@@ -134,7 +134,7 @@ def cmd_plan(args) -> int:
 def cmd_import_weights(args) -> int:
     from .convert import import_weights
 
-    out = import_weights(Path(args.path), card=args.card, out=Path(args.out))
+    out = import_weights(Path(args.path), card=args.card, out=Path(args.out), scale=args.scale)
     print(out)
     return 0
 
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.add_argument("--card", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--scale", choices=SCALES, default="paper",
+                   help="the card's configuration the weights are for (default: paper)")
     s.set_defaults(func=cmd_import_weights)
     return p
 

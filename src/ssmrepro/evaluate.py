@@ -181,11 +181,12 @@ def evaluate_condition(run_dir: Path, cfg: dict, condition: str, *, self_ensembl
 
 def _macs(model, task: str, size, device) -> dict:
     """MACs of one forward pass at the test size (fvcore; scan and FFT excluded)."""
-    from .complexity import COUNTER, count_macs, example_inputs
+    from .complexity import COUNTER_FULL, count_macs, example_inputs
 
     inputs = tuple(t.to(device) for t in example_inputs(task, size))
     try:
-        return {"macs_g": round(count_macs(model, *inputs) / 1e9, 4), "macs_counter": COUNTER}
+        return {"macs_g": round(count_macs(model, *inputs, ssm_projections=True) / 1e9, 4),
+                "macs_counter": COUNTER_FULL}
     except Exception as exc:  # noqa: BLE001 - a counting failure must not lose the result
         return {"macs_g": None, "macs_counter": f"failed: {str(exc).splitlines()[0][:200]}"}
 
