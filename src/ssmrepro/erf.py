@@ -126,7 +126,9 @@ def erf_cli(args) -> int:
         target = Path(args.out) if single else Path(args.out) / args.scale / "erf" / f"{card_name}.npy"
         save_npy(erf, target)
         save_png(erf, target.with_suffix(".png"), title=card_name)
-        blocks = [n for n in (f"encoder_level1.{k}" for k in range(4)) if n in dict(model.named_modules())]
+        names = dict(model.named_modules())
+        blocks = [n for k in range(4) for n in (f"encoder_level1.block{k}", f"encoder_level1.{k}")
+                  if n in names]
         if blocks:
             maps = activation_maps(model, images[0], cfg["task"], blocks)
             for name, arr in maps.items():

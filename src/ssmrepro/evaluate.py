@@ -126,7 +126,7 @@ def evaluate_condition(run_dir: Path, cfg: dict, condition: str, *, self_ensembl
     card, model = load_model(run_dir, cfg)
     model = model.to(device)
     if self_ensemble:
-        from .nn.ensemble import SelfEnsemble
+        from .nn.evssm import SelfEnsemble
 
         model = SelfEnsemble(model)
     task = cfg["task"]

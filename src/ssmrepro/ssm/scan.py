@@ -116,6 +116,11 @@ def scan_backend(name: str):
         _override.reset(token)
 
 
+def scan_override() -> str | None:
+    """The backend set by an enclosing ``scan_backend(...)``, or None."""
+    return _override.get()
+
+
 def resolve_backend(backend: str, u: torch.Tensor) -> str:
     """The backend ``selective_scan`` would use for ``u`` (see module doc)."""
     if backend != "auto":
