@@ -24,6 +24,8 @@ wildcard_constraints:
 
 def train_args(wildcards):
     dataset, res = parse_data_dir(wildcards.data_dir)
+    # A row's own resolution (SEM-Net T3's 64x64 rows) shrinks with the scale like the patch does.
+    res = config.get("resolution_at_scale", {}).get(wildcards.scale, {}).get(res, res)
     extra = f" --resolution {res}" if res else ""
     steps = config.get("steps", {})
     steps = steps.get(wildcards.card) or steps.get(card_family(wildcards.card))

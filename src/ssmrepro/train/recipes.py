@@ -52,7 +52,7 @@ is a named option (see the table in :data:`RECIPE_NOTES` and ``docs`` of each op
   ``micro_batches``: gradient accumulation inside one step (the reference splits each GPU's batch
   of 8 into 2 halves of 4, each loss halved: the same gradient up to rounding).
 
-Scales: ``smoke`` runs on a CPU in seconds (batch 2, 32x32 patches, 40 steps; the perceptual and
+Scales: ``smoke`` runs on a CPU in seconds (batch 2, 32x32 patches, 20 steps; the perceptual and
 style losses use VGG with its real architecture and seeded random weights, recorded as
 ``perceptual_backbone: random-init (smoke)``); ``mini`` is a short run at reduced size with the
 real pretrained VGG; ``paper`` is the published recipe. At mini and paper scale missing VGG
@@ -79,13 +79,13 @@ class RecipeError(ValueError):
 # recipe tables
 
 _SEMNET_SCALES = {
-    "smoke": {"iterations": 40, "batch_size": 2, "patch": 32},
+    "smoke": {"iterations": 20, "batch_size": 2, "patch": 32},
     "mini": {"iterations": 3000, "batch_size": 4, "patch": 64},
     "paper": {"iterations": 30000, "batch_size": 6, "patch": 256},
 }
 
 _DEBLUR_SCALES = {
-    "smoke": {"iterations": 40, "batch_size": 2, "patch": 32},
+    "smoke": {"iterations": 20, "batch_size": 2, "patch": 32},
     "mini": {"iterations": 5000, "batch_size": 8, "patch": 64},
     "paper": {"iterations": 300000, "batch_size": 64, "patch": 128},
 }
