@@ -48,7 +48,7 @@ def evaluate_args(wildcards):
 
 
 def erf_run(wildcards):
-    return MATRIX.erf_run(wildcards.card) + "/final.pt"
+    return str(Path(MATRIX.erf_run(wildcards.card), "final.pt"))
 
 
 def table_results(wildcards):

@@ -10,6 +10,8 @@ rule build_embedded:
         dataset="embedded_[a-z_]+",
     log:
         "logs/data/{root}/{dataset}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "ssmrepro build-embedded {wildcards.dataset} --root {wildcards.root} > {log} 2>&1"
 
@@ -21,6 +23,8 @@ rule fetch:
         dataset="(?!embedded_)[a-z0-9_]+",
     log:
         "logs/data/{root}/{dataset}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "ssmrepro fetch {wildcards.dataset} --root {wildcards.root} "
         + ("" if config.get("fetch_dvc", True) else "--no-dvc ")

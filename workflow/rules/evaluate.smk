@@ -9,6 +9,8 @@ rule evaluate:
         run_dir=subpath(input[0], parent=True),
     log:
         "logs/evaluate/{scale}/{data_dir}/{card}/seed{seed}/{stem}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "ssmrepro evaluate {params.run_dir} {params.args} --out {output} --data-root "
         + config.get("data_root", "data") + " > {log} 2>&1"
@@ -23,6 +25,8 @@ rule erf:
         run_dir=subpath(input[0], parent=True),
     log:
         "logs/erf/{scale}/{card}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "ssmrepro erf {wildcards.card} --checkpoint {input} --scale {wildcards.scale} "
         "--out {output} > {log} 2>&1"

@@ -15,6 +15,8 @@ rule report:
         "reports/index.html",
     log:
         "logs/report.log",
+    conda:
+        "../../environment.yml"
     shell:
         f"ssmrepro report --scale {SCALE} --results results --out reports > {{log}} 2>&1"
 
@@ -24,9 +26,13 @@ rule collect_table:
         table_results,
     output:
         "results/{scale}/tables/{table}.json",
+    log:
+        "logs/collect/{scale}/{table}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "ssmrepro collect {wildcards.table} --scale {wildcards.scale} "
-        + " ".join(f"--seed {s}" for s in SEEDS) + " --out {output}"
+        + " ".join(f"--seed {s}" for s in SEEDS) + " --out {output} > {log} 2>&1"
 
 
 rule reproduce_figures:

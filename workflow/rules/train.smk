@@ -10,6 +10,8 @@ rule train:
         run_dir=subpath(output[0], parent=True),
     log:
         "logs/train/{scale}/{data_dir}/{card}/seed{seed}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "ssmrepro train {wildcards.card} {params.args} --scale {wildcards.scale} "
         "--seed {wildcards.seed} --run-dir {params.run_dir} --data-root "
