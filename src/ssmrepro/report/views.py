@@ -173,8 +173,9 @@ class TableView:
         return {"cells": len(self.cells), "runnable": len(runnable),
                 "ok": sum(c.status == "ok" for c in runnable),
                 "not_run": sum(c.status == "not run" for c in runnable),
-                "failed": sum(c.status in ("failed", "out of memory", "not measured", "protocol mismatch")
+                "failed": sum(c.status in ("failed", "out of memory", "protocol mismatch")
                               for c in runnable),
+                "not_measured": sum(c.status == "not measured" for c in runnable),
                 "claims": len(self.claims),
                 "claims_reproduced": sum(c.verdict == "reproduced" for c in self.claims),
                 "claims_not_reproduced": sum(c.verdict == "not reproduced" for c in self.claims),
