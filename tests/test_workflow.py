@@ -17,6 +17,7 @@ from ssmrepro.workflow import Matrix, dvc_stages, parse_data_dir, parse_result_s
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+FAMILIES = ("sem_net", "evssm", "restormer", "nafnet", "fftformer")
 
 
 def run(cmd, cwd, timeout=900, env=None, check=True):
@@ -139,9 +140,10 @@ def local_slurm():
 def test_same_dag_through_real_slurm(tmp_path, local_slurm):
     clone = fresh_clone(tmp_path)
     # The same DAG (every table, every run), with fewer steps and test images to keep CI short.
-    p = run(["snakemake", "--profile", "slurm", "--jobs", "2", "reproduce_all", "--config",
-             "eval_limit=2", "steps={sem_net: 2, evssm: 2, restormer: 2, nafnet: 2, fftformer: 2}",
-             "--default-resources", "slurm_partition=gpu", "mem_mb=2000", "cpus_per_task=1",
+    small = clone / "small.yaml"
+    small.write_text(yaml.safe_dump({"eval_limit": 2, "steps": {f: 2 for f in FAMILIES}}))
+    p = run(["snakemake", "--profile", "slurm", "--jobs", "2", "reproduce_all",
+             "--configfile", str(small), "--default-resources", "slurm_partition=gpu", "mem_mb=2000", "cpus_per_task=1",
              "--set-resources", "train:gres=''", "evaluate:gres=''", "erf:gres=''",
              "train:mem_mb=2000", "train:cpus_per_task=1", "train:slurm_extra=''"],
             clone, timeout=1500, check=False)
@@ -164,3 +166,35 @@ def test_dvc_repro_twice_is_a_noop_and_a_param_reruns_only_its_stages(tmp_path):
     p = run(["dvc", "repro", "evssm_t10", "semnet_t5"], clone, timeout=900)
     assert "Running stage 'evssm_t10'" in p.stdout, p.stdout
     assert "Running stage 'semnet_t5'" not in p.stdout, p.stdout
+
+
+@pytest.mark.integration
+def test_failed_job_leaves_nothing_and_rerun_redoes_only_it(tmp_path):
+    clone = fresh_clone(tmp_path)
+    (clone / "small.yaml").write_text(yaml.safe_dump({"eval_limit": 2, "steps": {"evssm": 2}}))
+    small = ["--configfile", "small.yaml"]
+    # Sabotage one training run: its run folder is a plain file, so `ssmrepro train` fails.
+    bad = clone / "runs/smoke/embedded_deblur/evssm-l1loss/seed0"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not a folder")
+    p = run(["snakemake", "--cores", "2", "--keep-going", "reproduce_evssm_t10", *small], clone,
+            check=False)
+    assert p.returncode != 0
+    good = clone / "results/smoke/embedded_deblur/evssm/seed0/embedded_deblur.json"
+    assert good.exists() and json_ok(good)
+    assert not (clone / "results/smoke/embedded_deblur/evssm-l1loss").exists()
+    leftovers = [f for f in (clone / "runs").rglob("*") if f.name.endswith(".tmp")]
+    assert leftovers == []
+    before = good.stat().st_mtime_ns
+    bad.unlink()
+    p = run(["snakemake", "--cores", "2", "reproduce_evssm_t10", *small], clone)
+    ran = p.stdout + p.stderr
+    assert "evssm-l1loss" in ran
+    assert "runs/smoke/embedded_deblur/evssm/seed0/final.pt" not in ran.split("Job stats")[-1]
+    assert good.stat().st_mtime_ns == before  # the finished job was not redone
+
+
+def json_ok(path: Path) -> bool:
+    import json
+
+    return json.loads(path.read_text())["status"] == "ok"

@@ -150,7 +150,8 @@ def dvc_stages(root: Path, params: dict) -> dict:
     figures and the report. Generated so that it never drifts from the tables; a test checks it."""
     scale = params["scale"]
     matrix = Matrix(root, scale, params["seeds"])
-    common = ["src/ssmrepro", "Snakefile", "workflow/rules", "workflow/tables/scales.yaml"]
+    common = ["src/ssmrepro", "Snakefile", "workflow/rules", "workflow/tables/scales.yaml",
+              "workflow/config.yaml", "workflow/dvc.config.yaml"]
     base_params = ["scale", "seeds", "eval_limit"]
     stages: dict = {}
     for name in EMBEDDED:
@@ -159,7 +160,7 @@ def dvc_stages(root: Path, params: dict) -> dict:
             "deps": ["src/ssmrepro/data", f"datasets/{name}.yaml"],
             "outs": [f"{params.get('data_root', 'data')}/{name}"],
         }
-    snake = "snakemake --cores all --configfile params.yaml --config fetch_dvc=false"
+    snake = "snakemake --cores all --configfile params.yaml workflow/dvc.config.yaml"
     for t in matrix.tables:
         cards = t.cards()
         datasets = sorted({j.dataset for j in t.jobs(scale, matrix.scales)})
