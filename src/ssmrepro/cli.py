@@ -7,6 +7,7 @@ user can fix (bad input, missing data or weights) print one line, ``ssmrepro: er
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 from .errors import UserError
 
 SCALES = ("smoke", "mini", "paper")
+# OSErrors reported as one line (exit 2) rather than a traceback
+USER_FIXABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                                 errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
 
 
 def _print_json(obj) -> None:
@@ -139,6 +143,49 @@ def cmd_import_weights(args) -> int:
     return 0
 
 
+def cmd_export_weights(args) -> int:
+    from .convert import export_weights
+
+    print(export_weights(Path(args.src), card=args.card, out=Path(args.out), scale=args.scale))
+    return 0
+
+
+def cmd_evaluate_weights(args) -> int:
+    from .evaluate import evaluate_weights
+
+    paths = evaluate_weights(args.card, weights=args.weights, data=args.data,
+                             conditions=args.condition, out=args.out,
+                             self_ensemble=args.self_ensemble, data_root=args.data_root,
+                             limit=args.limit, scale=args.scale, model_scale=args.model_scale,
+                             resolution=args.resolution)
+    for p in paths:
+        print(p)
+    return 0
+
+
+# --- fetch / build-embedded (ssmrepro.data.cli registers them; errors go through main) --------
+def cmd_fetch(args) -> int:
+    from .data.fetch import fetch
+
+    r = fetch(args.name, root=args.root, from_path=args.from_path, url=args.url,
+              dvc=not args.no_dvc, keep_archives=args.keep_archive)
+    print(json.dumps({"dataset": r.name, "path": str(r.path), "data_version": r.version,
+                      "counts": r.counts, "dvc_file": str(r.dvc_file) if r.dvc_file else None}))
+    return 0
+
+
+def cmd_build_embedded(args) -> int:
+    from .data.embedded import EMBEDDED, build_embedded
+
+    for n in EMBEDDED if args.name == "all" else (args.name,):
+        r = build_embedded(n, root=args.root, size=args.size, count=args.count,
+                           test_count=args.test_count, seed=args.seed,
+                           masks_per_bin=args.masks_per_bin, dvc=args.dvc)
+        print(json.dumps({"dataset": r.name, "path": str(r.path), "data_version": r.version,
+                          "counts": r.counts}))
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssmrepro", description=(
@@ -164,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.cli import register as register_data_commands
 
     register_data_commands(sub)
+    # as every other command: a user error is one line ``ssmrepro: error: ...`` and exit 2
+    sub.choices["fetch"].set_defaults(func=cmd_fetch)
+    sub.choices["build-embedded"].set_defaults(func=cmd_build_embedded)
 
     s = sub.add_parser("train", help="train a card on a dataset; resumes from RUN_DIR by itself")
     s.add_argument("card")
@@ -240,6 +290,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", choices=SCALES, default="paper",
                    help="the card's configuration the weights are for (default: paper)")
     s.set_defaults(func=cmd_import_weights)
+
+    s = sub.add_parser("export-weights",
+                       help="a run's or file's weights in the authors' layout (EVSSM params, SEM-Net generator)")
+    s.add_argument("src", help="run folder, final.pt/last.pt, or a file import-weights wrote")
+    s.add_argument("--card", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--scale", choices=SCALES, default="paper",
+                   help="the card's configuration the weights are for (default: paper)")
+    s.set_defaults(func=cmd_export_weights)
+
+    s = sub.add_parser("evaluate-weights",
+                       help="score a weights file (default: the card's released checkpoint) without training")
+    s.add_argument("card", help="an authors-* card (released weights) or any card with --weights")
+    s.add_argument("--weights", help="the file (default: weights/<card>/<file the card names>)")
+    s.add_argument("--data", help="test dataset (default: the first the card's checkpoint lists)")
+    s.add_argument("--resolution", type=int, help="test at this size (as `train --resolution`)")
+    s.add_argument("--condition", action="append", help="mask bin or test set (default: all)")
+    s.add_argument("--out", help="result file (one condition) or folder (default: "
+                                 "results/<scale>/<data>/<trained card>/authors/<condition>.json)")
+    s.add_argument("--scale", choices=SCALES, default="paper",
+                   help="the results folder (report scale) the result belongs to (default: paper)")
+    s.add_argument("--model-scale", choices=SCALES, default="paper",
+                   help="the card's configuration the weights are for (default: paper, as released)")
+    s.add_argument("--self-ensemble", action="store_true")
+    s.add_argument("--data-root", default="data")
+    s.add_argument("--limit", type=int, help="score only the first N test images")
+    s.set_defaults(func=cmd_evaluate_weights)
     return p
 
 
@@ -248,11 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (UserError, KeyError, ValueError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"ssmrepro: error: {str(msg).splitlines()[0] if msg else type(exc).__name__}",
-              file=sys.stderr)
+    except (UserError, KeyError, ValueError, OSError) as exc:
+        # OSError: a full disk, a quota, a read-only or forbidden folder, a missing file; outputs
+        # are written atomically (ssmrepro.atomic, checkpoints), so nothing was half-written
+        if isinstance(exc, OSError) and not isinstance(exc, (UserError, FileNotFoundError)) \
+                and exc.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        print(f"ssmrepro: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = str(msg).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@
 - ``latex/<paper>_t<N>.tex``: one booktabs table per supplement table (a compilable document);
 - ``data/<paper>_t<N>.json``: the cells, claims and provenance behind each page.
 
+Rows served by the authors' released weights (cards ``models/authors-*.yaml``, whose ``serves``
+name the rows) get a third line, "authors' weights": the result of ``ssmrepro evaluate-weights``
+under ``results/<scale>/<dataset dir>/<card>/authors/``, or "not run" with its command. That list
+of rows is the only thing read from the cards (none readable: no such line, except for rows that
+have such results).
+
 Run as ``python -m ssmrepro.report --scale smoke`` (see ``__main__``).
 """
 
@@ -30,7 +36,7 @@ from .collect import ResultStore
 from .latex import table_tex
 from .views import TableView
 
-__all__ = ["render", "scale_info", "TableView", "audit_tables"]
+__all__ = ["render", "scale_info", "TableView", "audit_tables", "released_rows"]
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
@@ -61,13 +67,34 @@ def _env():
     return env
 
 
+def released_rows(tables) -> dict[str, dict[str, dict]]:
+    """table id -> row id -> the authors' released weights that serve the row (from the cards'
+    ``checkpoint`` and ``serves``; only where the weights stand for the row's own card)."""
+    try:
+        from ..authors import row_index
+
+        index = row_index()
+    except Exception:  # noqa: BLE001 - no cards here: the report still renders, without the line
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for t in tables:
+        for r in t.rows:
+            rel = index.get((t.paper, t.table, r.id))
+            if rel is not None and r.card and rel.for_card == r.card:
+                out.setdefault(t.id, {})[r.id] = {"card": rel.card, "file": rel.file, "url": rel.url,
+                                                  "path": f"weights/{rel.card}/{rel.file}"}
+    return out
+
+
 def render(tables_dir: str | Path, results_dir: str | Path, out_dir: str | Path, scale: str,
-           *, runs_dir: str | Path | None = None, plots_enabled: bool = True) -> Path:
+           *, runs_dir: str | Path | None = None, plots_enabled: bool = True,
+           released: dict[str, dict[str, dict]] | None = None) -> Path:
     """Render the whole report for one scale; returns the path of ``index.html``.
 
     Reads the table definitions under ``tables_dir`` and the result files under
     ``results_dir/<scale>/``. ``runs_dir`` (optional) is where training logs (``log.jsonl``) are
-    looked for besides the result folders, for the training curves.
+    looked for besides the result folders, for the training curves. ``released``: table id ->
+    row id -> released weights (default: from the cards, see :func:`released_rows`).
     """
     tables_dir, results_dir, out_dir = Path(tables_dir), Path(results_dir), Path(out_dir)
     tables = load_tables(tables_dir)
@@ -84,7 +111,8 @@ def render(tables_dir: str | Path, results_dir: str | Path, out_dir: str | Path,
     common = {"scale": info, "generated": now, "results_dir": str(results_dir), "tables": tables,
               "figures": figures}
 
-    views = [TableView(t, store, scale, scales, seeds_hint) for t in tables]
+    released = released_rows(tables) if released is None else released
+    views = [TableView(t, store, scale, scales, seeds_hint, released.get(t.id)) for t in tables]
     audit = audit_tables(tables)
     flagged = _flagged_cells(audit)
 

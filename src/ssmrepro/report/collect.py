@@ -1,6 +1,8 @@
 """Read result files (Contract 4) and aggregate them over seeds, per table cell.
 
-Only ``results/<scale>/<dataset_dir>/<card>/seed<S>/*.json`` is read. A result is matched to a table
+Only ``results/<scale>/<dataset_dir>/<card>/seed<S>/*.json`` is read for our training, and
+``results/<scale>/<dataset_dir>/<card>/authors/*.json`` for the authors' released weights scored
+with the card's switches (``ssmrepro evaluate-weights``; the "authors' weights" line). A result is matched to a table
 cell by its content (``condition`` and ``options``), not by its file name, so the file-name
 convention (``ssmrepro.tables.result_stem``) is a default, not a dependency. A file that does not
 parse is a failed seed with the reason, never a crash.
@@ -18,6 +20,7 @@ from typing import Any
 from ..tables import Column, Job, options_match, result_stem
 
 RESULT_SCHEMA_ID = "ssmrepro.result/1"
+AUTHORS_DIR = "authors"  # = ssmrepro.authors.AUTHORS_DIR (not imported: the report reads no cards here)
 
 
 @dataclass
@@ -91,6 +94,7 @@ class ResultStore:
         self.root = Path(results_dir)
         self.scale = scale
         self._cache: dict[tuple[str, str], list[SeedResult]] = {}
+        self._authors_cache: dict[tuple[str, str, str], list[SeedResult]] = {}
 
     @property
     def scale_dir(self) -> Path:
@@ -119,18 +123,39 @@ class ResultStore:
     def seeds(self, job: Job) -> list[SeedResult]:
         """The results (one per seed) of one job: its condition and evaluation options."""
         found: dict[int | None, SeedResult] = {}
-        stem = job.result_stem
-        opts = dict(job.options)
-        for r in self._load_dir(job.dataset_dir, job.card):
+        for r in self._matching(self._load_dir(job.dataset_dir, job.card), job):
+            prev = found.get(r.seed)
+            if prev is None or (not prev.ok and r.ok):
+                found[r.seed] = r
+        return [found[k] for k in sorted(found, key=lambda s: -1 if s is None else s)]
+
+    def authors(self, job: Job) -> list[SeedResult]:
+        """The results of the authors' released weights for one job (``<card>/authors/*.json``):
+        one per weights card (a readable ``ok`` result wins over a failed one)."""
+        key = (job.dataset_dir, job.card, AUTHORS_DIR)
+        if key not in self._authors_cache:
+            folder = self.scale_dir / job.dataset_dir / job.card / AUTHORS_DIR
+            self._authors_cache[key] = ([_read_result(f, None, self.root) for f in sorted(folder.glob("*.json"))]
+                                        if folder.is_dir() else [])
+        found: dict[str, SeedResult] = {}
+        for r in self._matching(self._authors_cache[key], job):
+            who = str(_obj(r.data.get("run")).get("card") or "")
+            prev = found.get(who)
+            if prev is None or (not prev.ok and r.ok):
+                found[who] = r
+        return [found[k] for k in sorted(found)]
+
+    @staticmethod
+    def _matching(results: list[SeedResult], job: Job) -> list[SeedResult]:
+        stem, opts, out = job.result_stem, dict(job.options), []
+        for r in results:
             if r.data:
                 if r.condition != job.condition or not options_match(opts, r.data.get("options")):
                     continue
             elif Path(r.path).stem != stem:  # unreadable file: fall back on its name
                 continue
-            prev = found.get(r.seed)
-            if prev is None or (not prev.ok and r.ok):
-                found[r.seed] = r
-        return [found[k] for k in sorted(found, key=lambda s: -1 if s is None else s)]
+            out.append(r)
+        return out
 
     def seed_numbers(self) -> list[int]:
         """Every seed that appears anywhere under this scale (for the commands shown beside gaps)."""
@@ -143,7 +168,7 @@ class ResultStore:
         return sorted(seeds)
 
 
-def _read_result(path: Path, seed: int, root: Path) -> SeedResult:
+def _read_result(path: Path, seed: int | None, root: Path) -> SeedResult:
     rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     try:
         data = json.loads(path.read_text())
@@ -207,12 +232,13 @@ def value_of(result: SeedResult, column: Column) -> tuple[float | None, str | No
 def measure(results: list[SeedResult], column: Column) -> Measure:
     m = Measure()
     for r in results:
+        who = f"seed {r.seed}" if r.seed is not None else str(_obj(r.data.get("run")).get("card") or r.path)
         if not r.ok:
-            m.problems.append(f"seed {r.seed}: {r.status}")
+            m.problems.append(f"{who}: {r.status}")
             continue
         v, proto, problem = value_of(r, column)
         if v is None:
-            m.problems.append(f"seed {r.seed}: {problem}")
+            m.problems.append(f"{who}: {problem}")
             continue
         m.values.append(v)
         m.seeds.append(r.seed)

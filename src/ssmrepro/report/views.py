@@ -47,6 +47,8 @@ class CellView:
     diff_class: str = ""
     problems: list = field(default_factory=list)
     note: str = ""  # e.g. "as in the paper" for a matching out-of-memory
+    line: str = "reproduced"  # or "authors": the authors' released weights scored here
+    command: str = ""  # authors line, not run: the command that scores them
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -64,13 +66,24 @@ class ProvEntry:
     commands: dict[str, str]
     expected_files: list[str]
     status: str
+    authors: dict | None = None  # the authors' weights line of this row: card, file, url, results, command
+
+
+AUTHORS_KIND = "authors' weights"
 
 
 class TableView:
     """Cells, provenance and claims of one table at one scale."""
 
-    def __init__(self, table: Table, store: ResultStore, scale: str, scales: dict, seeds_hint: list[int]):
+    def __init__(self, table: Table, store: ResultStore, scale: str, scales: dict, seeds_hint: list[int],
+                 released: dict[str, dict] | None = None):
+        """``released``: row id -> the authors' released weights serving the row (``card``,
+        ``file``, ``url``, ``path``); such rows, and rows with results of released weights, get an
+        "authors' weights" line."""
         self.table = table
+        self.released = released or {}
+        self.authors_cells: dict[tuple[str, str, str], CellView] = {}
+        self.authors_rows: list[str] = []
         self.scale = scale
         self.scales = scales
         self.store = store
@@ -104,6 +117,46 @@ class TableView:
                     return max(d, 1) if col.kind != "metric" else d
         return DEFAULT_DECIMALS.get(col.metric or col.kind, 4)
 
+    def _fill(self, cv: CellView, results: list[SeedResult], col: Column, paper: str | None) -> Measure:
+        """Status, mean ± std, n and the difference to the paper of one cell from its results."""
+        m = measure(results, col)
+        cv.status = cell_status(results, m)
+        cv.problems = m.problems
+        if m.n:
+            cv.mean, cv.std, cv.n = m.mean, m.std, m.n
+            cv.seeds, cv.values = m.seeds, m.values
+            if not col.is_metric and m.mean:  # small smoke-scale costs: keep 3 significant digits
+                cv.decimals = max(cv.decimals, min(4, 2 - math.floor(math.log10(abs(m.mean)))))
+            d = cv.decimals
+            cv.text = fmt(m.mean, d) + (f" ± {fmt(m.std, d)}" if m.std is not None else "")
+            p = parse_number(paper)
+            if p is not None:
+                cv.diff = m.mean - p
+                cv.diff_text = f"{cv.diff:+.{d}f}"
+                if col.better and round(cv.diff, d) != 0:
+                    good = (cv.diff > 0) == (col.better == "higher")
+                    cv.diff_class = "better" if good else "worse"
+        if m.problems and m.n:
+            cv.note = f"{len(m.problems)} seed(s) without a number"
+        if cv.status == "out of memory" and paper and paper.lower() == "out of memory":
+            cv.note = "as in the paper"
+        return m
+
+    @staticmethod
+    def _values(results: list[SeedResult], columns) -> list[dict]:
+        per = []
+        for r in results:
+            vals = {}
+            for col in columns:
+                if r.ok:
+                    v, proto, problem = value_of(r, col)
+                    vals[col.id] = (f"{v:.6g}" if v is not None else problem or "–",
+                                    proto or (col.protocol or col.kind))
+                else:
+                    vals[col.id] = (r.status, col.protocol or col.kind)
+            per.append(vals)
+        return per
+
     def _build(self, row: Row, cond: str) -> None:
         t = self.table
         anchor = f"prov-{row.id}-{cond}"
@@ -117,43 +170,12 @@ class TableView:
                           decimals=self.decimals(row, cond, col),
                           protocol=col.protocol if col.is_metric else col.kind)
             if job is not None:
-                m = measure(results, col)
-                self.measures[(row.id, cond, col.id)] = m
-                cv.status = cell_status(results, m)
-                cv.problems = m.problems
-                if m.n:
-                    cv.mean, cv.std, cv.n = m.mean, m.std, m.n
-                    cv.seeds, cv.values = m.seeds, m.values
-                    if not col.is_metric and m.mean:  # small smoke-scale costs: keep 3 significant digits
-                        cv.decimals = max(cv.decimals, min(4, 2 - math.floor(math.log10(abs(m.mean)))))
-                    d = cv.decimals
-                    cv.text = fmt(m.mean, d) + (f" ± {fmt(m.std, d)}" if m.std is not None else "")
-                    p = parse_number(paper)
-                    if p is not None:
-                        cv.diff = m.mean - p
-                        cv.diff_text = f"{cv.diff:+.{d}f}"
-                        if col.better and round(cv.diff, d) != 0:
-                            good = (cv.diff > 0) == (col.better == "higher")
-                            cv.diff_class = "better" if good else "worse"
-                if m.problems and m.n:
-                    cv.note = f"{len(m.problems)} seed(s) without a number"
-                if cv.status == "out of memory" and paper and paper.lower() == "out of memory":
-                    cv.note = "as in the paper"
+                self.measures[(row.id, cond, col.id)] = self._fill(cv, results, col, paper)
             if cv.status != "ok":
                 cv.text = STATUS_TEXT.get(cv.status, cv.status)
             self.cells[(row.id, cond, col.id)] = cv
         # provenance entry of the (row, condition)
-        per_seed = []
-        for r in results:
-            vals = {}
-            for col in t.columns:
-                if r.ok:
-                    v, proto, problem = value_of(r, col)
-                    vals[col.id] = (f"{v:.6g}" if v is not None else problem or "–",
-                                       proto or (col.protocol or col.kind))
-                else:
-                    vals[col.id] = (r.status, col.protocol or col.kind)
-            per_seed.append(vals)
+        per_seed = self._values(results, t.columns)
         cmds = {}
         files = []
         status = "published only"
@@ -165,7 +187,38 @@ class TableView:
             sts = {self.cells[(row.id, cond, c.id)].status for c in t.columns}
             status = "ok" if sts == {"ok"} else ("ok (partly)" if "ok" in sts else sorted(sts)[0])
         self.prov[(row.id, cond)] = ProvEntry(anchor, row, cond, t.condition_label(cond), job, results,
-                                              per_seed, cmds, files, status)
+                                              per_seed, cmds, files, status,
+                                              authors=self._build_authors(row, cond, job, anchor))
+
+    def _build_authors(self, row: Row, cond: str, job: Job | None, anchor: str) -> dict | None:
+        """The "authors' weights" line of a row: the released weights scored with the row's card."""
+        rel = self.released.get(row.id)
+        found = self.store.authors(job) if job is not None else []
+        if job is None or not (rel or found):
+            return None
+        if rel and any(_weights_card(r) == rel["card"] for r in found):
+            found = [r for r in found if _weights_card(r) == rel["card"]]
+        results = found[:1]  # one file of weights: no mean over different checkpoints
+        if row.id not in self.authors_rows:
+            self.authors_rows.append(row.id)
+        weights_card = (rel or {}).get("card") or (_weights_card(results[0]) if results else None)
+        cmd = commands.authors_command(job, self.scale, weights_card) if weights_card else ""
+        t = self.table
+        for col in t.columns:
+            paper = row.published_value(cond, col.id)
+            cv = CellView(t.id, row.id, cond, col.id, cell_anchor(row.id, cond, col.id) + "-authors", anchor,
+                          paper, status="not run", decimals=self.decimals(row, cond, col),
+                          protocol=col.protocol if col.is_metric else col.kind, line="authors", command=cmd)
+            self._fill(cv, results, col, paper)
+            if cv.status != "ok":
+                cv.text = STATUS_TEXT.get(cv.status, cv.status)
+            self.authors_cells[(row.id, cond, col.id)] = cv
+        sts = {self.authors_cells[(row.id, cond, c.id)].status for c in t.columns}
+        return {"card": weights_card, "file": (rel or {}).get("file"), "url": (rel or {}).get("url"),
+                "path": (rel or {}).get("path"), "command": cmd, "results": results,
+                "values": self._values(results, t.columns),
+                "expected_file": commands.authors_result_path(job, self.scale),
+                "status": "ok" if sts == {"ok"} else ("ok (partly)" if "ok" in sts else sorted(sts)[0])}
 
     # -- summaries
     def counts(self) -> dict:
@@ -179,20 +232,31 @@ class TableView:
                 "claims": len(self.claims),
                 "claims_reproduced": sum(c.verdict == "reproduced" for c in self.claims),
                 "claims_not_reproduced": sum(c.verdict == "not reproduced" for c in self.claims),
-                "claims_paper_unsupported": sum(not c.paper_supported for c in self.claims)}
+                "claims_paper_unsupported": sum(not c.paper_supported for c in self.claims),
+                "authors_cells": len(self.authors_cells),
+                "authors_ok": sum(c.status == "ok" for c in self.authors_cells.values())}
 
     def as_dict(self) -> dict:
         return {"table": self.table.id, "scale": self.scale, "command": self.command,
                 "counts": self.counts(),
                 "cells": [c.as_dict() for c in self.cells.values()],
+                "authors_cells": [c.as_dict() for c in self.authors_cells.values()],
                 "claims": [c.as_dict() for c in self.claims],
                 "provenance": [{"row": p.row.id, "condition": p.condition, "status": p.status,
-                                "commands": p.commands, "seeds": [s.provenance() for s in p.seeds]}
+                                "commands": p.commands, "seeds": [s.provenance() for s in p.seeds],
+                                "authors": None if p.authors is None else {
+                                    **{k: v for k, v in p.authors.items() if k not in ("results", "values")},
+                                    "results": [r.provenance() for r in p.authors["results"]]}}
                                for p in self.prov.values()]}
 
     # -- the grid both HTML and LaTeX draw
     def grid(self) -> dict:
         return transposed_grid(self) if self.table.layout == "transposed" else row_grid(self)
+
+
+def _weights_card(r: SeedResult) -> str | None:
+    run = r.data.get("run") if isinstance(r.data.get("run"), dict) else {}
+    return run.get("card") if isinstance(run.get("card"), str) else None
 
 
 def _hcell(text, colspan=1, rowspan=1, cls=""):
@@ -223,18 +287,19 @@ def row_grid(v: TableView) -> dict:
     header = [head1] + ([head2] if nrow == 2 and head2 else [])
     body = []
     groups_seen = set()
+    nlines = {r.id: 3 if r.id in v.authors_rows else 2 for r in t.rows}
     for row in t.rows:
         paper_line, repro_line = [], []
         if has_group:
             if row.group not in groups_seen:
                 groups_seen.add(row.group)
-                k = sum(1 for r in t.rows if r.group == row.group)
-                paper_line.append({"type": "group", "text": row.group or "", "rowspan": 2 * k})
-        paper_line.append({"type": "label", "row": row, "rowspan": 2})
+                k = sum(nlines[r.id] for r in t.rows if r.group == row.group)
+                paper_line.append({"type": "group", "text": row.group or "", "rowspan": k})
+        paper_line.append({"type": "label", "row": row, "rowspan": nlines[row.id]})
         paper_line.append({"type": "kind", "text": "paper"})
         repro_line.append({"type": "kind", "text": "reproduced" if row.card else ""})
         for cid, _ in t.components:
-            paper_line.append({"type": "check", "on": cid in row.components, "rowspan": 2})
+            paper_line.append({"type": "check", "on": cid in row.components, "rowspan": nlines[row.id]})
         for cond in t.conditions:
             if cond in row.spans:
                 paper_line.append({"type": "paper", "cell": v.cells[(row.id, cond, t.columns[0].id)],
@@ -246,18 +311,28 @@ def row_grid(v: TableView) -> dict:
             for c in t.columns:
                 repro_line.append({"type": "repro", "cell": v.cells[(row.id, cond, c.id)]})
         body.append({"cls": "paper-line", "cells": paper_line})
-        body.append({"cls": "repro-line", "cells": repro_line})
+        body.append({"cls": "repro-line" + (" before-authors" if nlines[row.id] == 3 else ""),
+                     "cells": repro_line})
+        if nlines[row.id] == 3:
+            body.append({"cls": "authors-line", "cells": [{"type": "kind", "text": AUTHORS_KIND}] + [
+                _authors_cell(v, row.id, cond, c.id) for cond in t.conditions for c in t.columns]})
     return {"header": header, "body": body}
+
+
+def _authors_cell(v: "TableView", row: str, cond: str, col: str) -> dict:
+    cell = v.authors_cells.get((row, cond, col))
+    return {"type": "authors", "cell": cell} if cell else {"type": "authors-none"}
 
 
 def transposed_grid(v: TableView) -> dict:
     t = v.table
     header = [[_hcell(t.row_header, colspan=2)] + [{"type": "label-head", "row": r} for r in t.rows]]
     body = []
+    authors = bool(v.authors_rows)
     for cond in t.conditions:
         for c in t.columns:
             label = c.label if len(t.conditions) == 1 else f"{c.label} ({t.condition_label(cond)})"
-            paper_line = [{"type": "metric-label", "text": label, "rowspan": 2},
+            paper_line = [{"type": "metric-label", "text": label, "rowspan": 3 if authors else 2},
                           {"type": "kind", "text": "paper"}]
             repro_line = [{"type": "kind", "text": "reproduced"}]
             for row in t.rows:
@@ -266,5 +341,8 @@ def transposed_grid(v: TableView) -> dict:
                                    "text": row.spans.get(cond, cell.paper)})
                 repro_line.append({"type": "repro", "cell": cell})
             body.append({"cls": "paper-line", "cells": paper_line})
-            body.append({"cls": "repro-line", "cells": repro_line})
+            body.append({"cls": "repro-line" + (" before-authors" if authors else ""), "cells": repro_line})
+            if authors:
+                body.append({"cls": "authors-line", "cells": [{"type": "kind", "text": AUTHORS_KIND}] + [
+                    _authors_cell(v, row.id, cond, c.id) for row in t.rows]})
     return {"header": header, "body": body}
