@@ -5,7 +5,8 @@ The time per step comes from a measurement file (``--step-seconds FILE``: JSON
 ``{"<card>": {"seconds_per_step": s, "device": "...", "command": "..."}}``, as written by
 ``bench/bench_train_step.py`` on a GPU node). A card with no measurement is estimated from its
 MACs: ``3 x 2 x MACs(patch) x batch / sustained FLOP/s`` (forward + backward = 3 forwards,
-2 FLOPs per MAC) at ``ASSUMED_TFLOPS`` sustained, scan excluded; every such figure is marked
+2 FLOPs per MAC) at ``ASSUMED_TFLOPS`` sustained, scan excluded, MACs counted at 64x64 and scaled
+by area; every such figure is marked
 ``estimated`` so it is never mistaken for a measurement. A shared run is counted once.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 ASSUMED_TFLOPS = 60.0  # sustained bf16/fp32-TF32 throughput assumed for an A100/H100-class GPU
 EVAL_HOURS_PER_JOB = 0.05
+COUNT_SIZE = 64  # MACs are counted at 64x64 and scaled by area (exact for conv/linear/scan-free
+                 # layers; spatial self-attention grows faster, so SSA rows are underestimated)
 
 
 def plan(scale: str = "paper", seeds: int = 1, step_seconds: str | None = None) -> dict:
@@ -42,13 +45,16 @@ def plan(scale: str = "paper", seeds: int = 1, step_seconds: str | None = None) 
         if card_name in measured:
             sps, how = float(measured[card_name]["seconds_per_step"]), "measured: " + measured[card_name].get("device", "?")
         else:
-            key = (card_name, patch)
+            key = card_name
             if key not in _MACS:
                 model = card.build(scale)
                 with torch.no_grad():
-                    _MACS[key] = count_macs(model, *example_inputs(card.task, (patch, patch)))
-            sps = 6 * _MACS[key] * batch / (ASSUMED_TFLOPS * 1e12)
-            how = f"estimated from MACs at {ASSUMED_TFLOPS:g} TFLOP/s (scan excluded)"
+                    _MACS[key] = count_macs(model, *example_inputs(card.task, (COUNT_SIZE, COUNT_SIZE)),
+                                            ssm_projections=True)
+            macs = _MACS[key] * (patch / COUNT_SIZE) ** 2
+            sps = 6 * macs * batch / (ASSUMED_TFLOPS * 1e12)
+            how = (f"estimated: MACs counted at {COUNT_SIZE}px scaled by area, "
+                   f"{ASSUMED_TFLOPS:g} TFLOP/s, scan excluded")
         runs[run_path] = {"card": card_name, "data": data_dir, "iterations": iters, "batch": batch,
                           "patch": patch, "seconds_per_step": sps, "gpu_hours": iters * sps / 3600,
                           "basis": how}

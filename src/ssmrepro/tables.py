@@ -72,6 +72,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "runtime": ("runtime_ms_per_image",),
 }
 _TABLE_FILE = re.compile(r"^(semnet|evssm)_t(\d+)\.ya?ml$")
+#: libyaml's parser when PyYAML was built with it: the same documents as ``yaml.safe_load`` (same
+#: Python constructor and resolver), about ten times faster to parse (the DAG build reads every file)
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class TableError(ValueError):
@@ -523,7 +526,7 @@ def _validate_schema(data: Any, schema: dict, path: str | Path) -> None:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=YAML_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"
