@@ -22,10 +22,7 @@ COUNT_SIZE = 64  # MACs are counted at 64x64 and scaled by area (exact for conv/
 
 
 def plan(scale: str = "paper", seeds: int = 1, step_seconds: str | None = None) -> dict:
-    import torch
-
     from .cards import load_card
-    from .complexity import count_macs, example_inputs
     from .paths import project_root
     from .train.recipes import recipe_for_card
     from .workflow import Matrix, parse_data_dir
@@ -45,13 +42,7 @@ def plan(scale: str = "paper", seeds: int = 1, step_seconds: str | None = None) 
         if card_name in measured:
             sps, how = float(measured[card_name]["seconds_per_step"]), "measured: " + measured[card_name].get("device", "?")
         else:
-            key = card_name
-            if key not in _MACS:
-                model = card.build(scale)
-                with torch.no_grad():
-                    _MACS[key] = count_macs(model, *example_inputs(card.task, (COUNT_SIZE, COUNT_SIZE)),
-                                            ssm_projections=True)
-            macs = _MACS[key] * (patch / COUNT_SIZE) ** 2
+            macs = macs_at_count_size(card, scale) * (patch / COUNT_SIZE) ** 2
             sps = 6 * macs * batch / (ASSUMED_TFLOPS * 1e12)
             how = (f"estimated: MACs counted at {COUNT_SIZE}px scaled by area, "
                    f"{ASSUMED_TFLOPS:g} TFLOP/s, scan excluded")
@@ -77,7 +68,28 @@ def plan(scale: str = "paper", seeds: int = 1, step_seconds: str | None = None) 
     return out
 
 
-_MACS: dict = {}
+MACS_CACHE = Path(__file__).resolve().parents[2] / "bench" / "results" / "macs_at_64.json"
+
+
+def macs_at_count_size(card, scale: str) -> int:
+    """MACs (incl. the delta/B/C projections, scan excluded) at 64x64, cached in
+    bench/results/macs_at_64.json under a hash of the card's family and switches: tracing a
+    paper-size model takes seconds to a minute on a CPU."""
+    import torch
+
+    from .atomic import write_json
+    from .complexity import count_macs, example_inputs
+    from .provenance import config_hash
+
+    key = f"{card.name}:{config_hash({'family': card.family, 'switches': card.switches_at(scale)})}"
+    cache = json.loads(MACS_CACHE.read_text()) if MACS_CACHE.exists() else {}
+    if key not in cache:
+        model = card.build(scale)
+        with torch.no_grad():
+            cache[key] = count_macs(model, *example_inputs(card.task, (COUNT_SIZE, COUNT_SIZE)),
+                                    ssm_projections=True)
+        write_json(MACS_CACHE, cache)
+    return int(cache[key])
 
 
 def _format(p: dict) -> str:
