@@ -20,11 +20,16 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp_path, target)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            if exc.filename is None:  # e.g. ENOSPC from write(): say which file
+                raise OSError(exc.errno, f"{exc.strerror} while writing {target}") from exc
+            raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

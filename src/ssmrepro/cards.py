@@ -6,6 +6,7 @@ recipe and the table rows it serves. ``Card.build(scale)`` returns the model.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -63,7 +64,29 @@ class Card:
 
     def build(self, scale: str = "paper", **overrides):
         switches = {**self.switches_at(scale), **overrides}
-        return builder(self.family)(**switches)
+        check_switches(self, switches)
+        try:
+            return builder(self.family)(**switches)
+        except TypeError as exc:  # builders taking **switches pass them on to the model class
+            bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+            if not bad:
+                raise
+            raise ValueError(f"{self.path or self.name}: unknown switch {bad.group(1)!r} for "
+                             f"family {self.family!r}") from None
+
+
+def check_switches(card: Card, switches: dict) -> None:
+    """A switch the family's builder does not take is named with the card file, not a TypeError."""
+    import inspect
+
+    params = inspect.signature(builder(card.family)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(switches) - set(params))
+    if unknown:
+        known = ", ".join(sorted(k for k in params if not k.startswith("_")))
+        raise ValueError(f"{card.path or card.name}: unknown switch {unknown[0]!r} for family "
+                         f"{card.family!r}; known: {known}")
 
 
 def _from_yaml(path: Path) -> Card:

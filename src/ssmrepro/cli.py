@@ -1,7 +1,8 @@
 """The ``ssmrepro`` command line. Snakemake rules call only these commands.
 
 Each subcommand imports what it needs when it runs, so ``ssmrepro --help`` is instant. Errors the
-user can fix (bad input, missing data or weights) print one line, ``ssmrepro: error: ...``, and exit 2.
+user can fix (bad input, missing data or weights, a full disk or a forbidden folder) print one
+line, ``ssmrepro: error: ...``, and exit 2.
 """
 
 from __future__ import annotations

@@ -49,9 +49,10 @@ def load_weights_only(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ConversionError(f"{path}: refused: the file needs unpickling code, which is never "
-                              f"loaded (weights-only). {first}"[:400]) from None
+        found = re.search(r"GLOBAL ([\w.]+)", re.sub(r"\x1b\[[0-9;]*m", "", str(exc)))
+        what = f" ({found.group(1)})" if found else ""
+        raise ConversionError(f"{path}: refused: the file needs unpickling code{what}, which is "
+                              "never loaded (weights-only)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConversionError(f"{path}: not a readable checkpoint (truncated or corrupted?): {first}") from None

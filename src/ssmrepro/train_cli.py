@@ -49,8 +49,12 @@ def train_from_cli(args) -> int:
                        args.seed, steps=args.steps, overrides=overrides, dataset_name=name,
                        data_version=version, amp=None if args.amp == "none" else args.amp,
                        deterministic=args.deterministic, progress=sys.stderr.isatty())
-    except (NonFiniteLoss, RunConfigMismatch) as exc:
+    except NonFiniteLoss as exc:
         print(f"ssmrepro: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    print(f"{result.status}: step {result.step} of {result.iterations} in {args.run_dir}")
+    except RunConfigMismatch as exc:
+        print(f"ssmrepro: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""
+    print(f"{result.status}: step {result.step} of {result.iterations} in {args.run_dir}{resumed}")
     return result.exit_code

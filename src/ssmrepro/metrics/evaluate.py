@@ -76,14 +76,16 @@ class _ArrayPairs:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB (PIL ``convert('RGB')``, as pytorch-fid reads files)."""
-    from PIL import Image
+    """An image file as HxWx3 uint8 RGB, by the project's one stated rule
+    (``ssmrepro.data.imageio.read_image``: grayscale replicated, alpha composited over white,
+    16-bit rounded as v/257, anything else refused)."""
+    from ..data.imageio import ImageReadError
+    from ..data.imageio import read_image as read_rgb8
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:  # noqa: BLE001 - reported as one line
-        raise MetricInputError(f"cannot read image {path}: {exc}") from None
+        return read_rgb8(path)
+    except ImageReadError as exc:
+        raise MetricInputError(str(exc).splitlines()[0]) from None
 
 
 def read_mask(path: Path) -> np.ndarray:
