@@ -236,37 +236,6 @@ def test_cli_training_killed_three_times_resumes_to_the_uninterrupted_weights(tm
 # 1b. the same on a real local SLURM: `scontrol requeue` and `scancel --signal=USR1 --batch`
 
 
-def _slurm_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to start slurmctld/slurmd/munged (scripts/slurm-local.sh)"
-    for tool in ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "scancel"):
-        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
-            return f"{tool} is not installed (apt-get install slurm-wlm munge)"
-    return None
-
-
-def _slurm_up() -> bool:
-    p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return p.returncode == 0 and bool(re.search(r"idle|mixed|allocated", p.stdout))
-
-
-@pytest.fixture
-def local_slurm():
-    """A real one-node SLURM on 127.0.0.1; reused (and left running) if one is up already."""
-    why = _slurm_missing()
-    if why:
-        pytest.skip(why)
-    if _slurm_up():
-        yield
-        return
-    script = str(REPO / "scripts" / "slurm-local.sh")
-    subprocess.run([script, "start"], check=True, capture_output=True, timeout=120)
-    try:
-        yield
-    finally:
-        subprocess.run([script, "stop"], capture_output=True, timeout=120)
-
-
 def _job(job_id: str) -> dict:
     p = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
     return dict(kv.split("=", 1) for kv in p.stdout.split() if "=" in kv)

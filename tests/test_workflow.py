@@ -114,27 +114,6 @@ def test_smoke_reproduce_all_from_a_fresh_clone(tmp_path):
     print(f"smoke reproduce_all: {elapsed:.0f} s")
 
 
-def _slurm_available() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to start slurmctld/slurmd/munged"
-    for tool in ("slurmctld", "slurmd", "munged", "sbatch"):
-        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
-            return f"{tool} is not installed (apt-get install slurm-wlm munge)"
-    return None
-
-
-@pytest.fixture
-def local_slurm():
-    why = _slurm_available()
-    if why:
-        pytest.skip(why)
-    run([str(REPO / "scripts" / "slurm-local.sh"), "start"], REPO, timeout=120)
-    try:
-        yield
-    finally:
-        run([str(REPO / "scripts" / "slurm-local.sh"), "stop"], REPO, timeout=120, check=False)
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_same_dag_through_real_slurm(tmp_path, local_slurm):

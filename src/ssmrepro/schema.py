@@ -4,7 +4,6 @@ with one-line errors that name the file and the key."""
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import jsonschema
 import yaml
