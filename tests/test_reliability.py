@@ -259,6 +259,7 @@ def _release_now(job_id: str) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")  # one local SLURM: its users share a worker
 def test_slurm_requeued_job_resumes_from_its_checkpoint(tmp_path, local_slurm, data_root, reference):
     """`sbatch --requeue` of `ssmrepro train`; `scontrol requeue` (SIGTERM to the job) at a random
     step, then SIGUSR1 to the batch step (`scancel --signal=USR1 --batch`, the early warning of

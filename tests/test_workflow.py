@@ -116,6 +116,7 @@ def test_smoke_reproduce_all_from_a_fresh_clone(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")  # one local SLURM: its users share a worker
 def test_same_dag_through_real_slurm(tmp_path, local_slurm):
     clone = fresh_clone(tmp_path)
     # The same DAG (every table, every run), with fewer steps and test images to keep CI short.
