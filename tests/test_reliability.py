@@ -630,8 +630,7 @@ def _card_typo(where):
     "top", "scales",
     "switch",
     "scale switch",
-    pytest.param("train", marks=pytest.mark.xfail(strict=True, reason=(
-        "ssmrepro.train.recipes names the option and the recipe but not the card file"))),
+    "train",
     "evaluate",
 ])
 def test_misspelt_card_key_names_file_and_key(project_copy, capsys, data_root, tmp_path, where):

@@ -30,6 +30,7 @@ def train_from_cli(args) -> int:
     from .data.loaders import train_dataset
     from .data.fetch import data_version
     from .train.loop import NonFiniteLoss, RunConfigMismatch, train
+    from .train.recipes import RecipeError
 
     card = load_card(args.card)
     overrides = _parse_set(args.set)
@@ -49,6 +50,9 @@ def train_from_cli(args) -> int:
                        args.seed, steps=args.steps, overrides=overrides, dataset_name=name,
                        data_version=version, amp=None if args.amp == "none" else args.amp,
                        deterministic=args.deterministic, progress=sys.stderr.isatty())
+    except RecipeError as exc:  # a bad option under the card's `train:` (or --set): name the card
+        print(f"ssmrepro: error: {card.path}: train: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     except NonFiniteLoss as exc:
         print(f"ssmrepro: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
