@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", type=int, help="train/test image size (Table 3's 64x64 rows)")
     s.add_argument("--amp", choices=["none", "bf16"], default="none")
     s.add_argument("--deterministic", action="store_true")
+    s.add_argument("--on-config-change", choices=["refuse", "archive"], default="refuse",
+                   help="RUN_DIR holds a run of another config: refuse (default), or move it "
+                        "aside to RUN_DIR.<old hash> and start afresh (the workflow's choice)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set adv_weight=0.01")
     s.set_defaults(func=cmd_train)

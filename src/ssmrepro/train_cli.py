@@ -5,6 +5,7 @@ rerun to resume), 1/2 errors (one line)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -23,6 +24,18 @@ def _parse_set(items: list[str]) -> dict:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         out[key] = yaml.safe_load(value)
     return out
+
+
+def archive_run_dir(run_dir: Path) -> Path:
+    """Move a run folder whose config no longer matches aside (nothing is deleted)."""
+    old = (run_dir / "config_hash").read_text().strip() if (run_dir / "config_hash").exists() else "old"
+    target = run_dir.with_name(f"{run_dir.name}.{old}")
+    n = 1
+    while target.exists():
+        target = run_dir.with_name(f"{run_dir.name}.{old}.{n}")
+        n += 1
+    run_dir.rename(target)
+    return target
 
 
 def train_from_cli(args) -> int:
@@ -45,11 +58,22 @@ def train_from_cli(args) -> int:
                              resolution=args.resolution)
 
     card_map = {k: v for k, v in card.__dict__.items() if k != "path"}
+
+    def run():
+        return train(card_map, lambda: card.build(args.scale), dataset, args.run_dir, args.scale,
+                     args.seed, steps=args.steps, overrides=overrides, dataset_name=name,
+                     data_version=version, amp=None if args.amp == "none" else args.amp,
+                     deterministic=args.deterministic, progress=sys.stderr.isatty())
+
     try:
-        result = train(card_map, lambda: card.build(args.scale), dataset, args.run_dir, args.scale,
-                       args.seed, steps=args.steps, overrides=overrides, dataset_name=name,
-                       data_version=version, amp=None if args.amp == "none" else args.amp,
-                       deterministic=args.deterministic, progress=sys.stderr.isatty())
+        try:
+            result = run()
+        except RunConfigMismatch:
+            if args.on_config_change != "archive":
+                raise
+            moved = archive_run_dir(Path(args.run_dir))
+            print(f"config changed: previous run kept in {moved}; starting afresh", file=sys.stderr)
+            result = run()
     except RecipeError as exc:  # a bad option under the card's `train:` (or --set): name the card
         print(f"ssmrepro: error: {card.path}: train: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -14,5 +14,5 @@ rule train:
         "../../environment.yml"
     shell:
         "ssmrepro train {wildcards.card} {params.args} --scale {wildcards.scale} "
-        "--seed {wildcards.seed} --run-dir {params.run_dir} --data-root "
+        "--seed {wildcards.seed} --run-dir {params.run_dir} --on-config-change archive --data-root "
         + config.get("data_root", "data") + " > {log} 2>&1"
