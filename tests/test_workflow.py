@@ -153,16 +153,18 @@ def test_failed_job_leaves_nothing_and_rerun_redoes_only_it(tmp_path):
     clone = fresh_clone(tmp_path)
     (clone / "small.yaml").write_text(yaml.safe_dump({"eval_limit": 2, "steps": {"evssm": 2}}))
     small = ["--configfile", "small.yaml"]
-    # Sabotage one training run: its run folder is a plain file, so `ssmrepro train` fails.
-    bad = clone / "runs/smoke/embedded_deblur/evssm-l1loss/seed0"
+    # Sabotage one training run: a corrupted checkpoint in its folder, which `ssmrepro train`
+    # refuses (it never trains over a checkpoint it cannot verify).
+    bad = clone / "runs/smoke/embedded_deblur/evssm-l1loss/seed0/checkpoints/last.pt"
     bad.parent.mkdir(parents=True)
-    bad.write_text("not a folder")
+    bad.write_bytes(b"not a checkpoint")
     p = run(["snakemake", "--cores", "2", "--keep-going", "reproduce_evssm_t10", *small], clone,
             check=False)
     assert p.returncode != 0
     good = clone / "results/smoke/embedded_deblur/evssm/seed0/embedded_deblur.json"
     assert good.exists() and json_ok(good)
     assert not (clone / "results/smoke/embedded_deblur/evssm-l1loss").exists()
+    assert not (clone / "runs/smoke/embedded_deblur/evssm-l1loss/seed0/final.pt").exists()
     leftovers = [f for f in (clone / "runs").rglob("*") if f.name.endswith(".tmp")]
     assert leftovers == []
     before = good.stat().st_mtime_ns
