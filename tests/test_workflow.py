@@ -126,7 +126,7 @@ def test_same_dag_through_real_slurm(tmp_path, local_slurm):
              "--configfile", str(small), "--default-resources", "slurm_partition=gpu", "mem_mb=2000", "cpus_per_task=1",
              "--set-resources", "train:gres=''", "evaluate:gres=''", "erf:gres=''",
              "train:mem_mb=2000", "train:cpus_per_task=1", "train:slurm_extra=''"],
-            clone, timeout=1500, check=False)
+            clone, timeout=2700, check=False)
     assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
     assert (clone / "reports" / "index.html").exists()
     assert "slurm" in (p.stdout + p.stderr).lower()
