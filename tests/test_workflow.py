@@ -101,7 +101,7 @@ def test_paper_scale_dry_run_builds_the_dag():
 def test_smoke_reproduce_all_from_a_fresh_clone(tmp_path):
     clone = fresh_clone(tmp_path)
     t0 = time.time()
-    run(["snakemake", "--cores", "2", "reproduce_all"], clone, timeout=1500)
+    run(["snakemake", "--cores", "2", "reproduce_all"], clone, timeout=2700)
     elapsed = time.time() - t0
     index = clone / "reports" / "index.html"
     assert index.exists()
