@@ -3,6 +3,7 @@
     python bench/run_all.py            # full (about an hour on 2 shared cores)
     python bench/run_all.py --quick    # fewer repeats and smaller sizes (about 15 minutes)
     python bench/run_all.py --only scan,dag --out /tmp/B.md
+    python bench/run_all.py --only metrics --merge last.json   # redo one, keep the others' rows
 
 Each benchmark script runs in its own process with ``OMP_NUM_THREADS=1`` (the scan is also run
 with 2 threads, the one measurement about threads) and writes its own section of the output file,
@@ -146,7 +147,8 @@ def run_step(step: dict, out: Path) -> dict:
     env = dict(os.environ)
     if step["threads"]:
         env["OMP_NUM_THREADS"] = str(step["threads"])
-    rec = {"name": step["name"], "command": command_text(step, out), "load_before": load_avg()}
+    rec = {"name": step["name"], "command": command_text(step, out), "load_before": load_avg(),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t = time.perf_counter()
     p = subprocess.run([sys.executable, *step["args"]], cwd=REPO, env=env, capture_output=True,
                        text=True)
@@ -266,7 +268,8 @@ def _metrics_text(mt: dict) -> str:
     return f"{mt['n_pairs']} pairs; " + "; ".join(parts)
 
 
-def write_summary(out: Path, recs: dict, mach: dict, quick: bool, started: str) -> None:
+def write_summary(out: Path, recs: dict, mach: dict, quick: bool, started: str,
+                  merged_from: str | None = None) -> None:
     versions = ", ".join(f"{k} {mach[k]}" for k in ("torch", "numpy", "scikit-image", "snakemake",
                                                    "pyyaml", "jsonschema", "fvcore", "mamba-ssm")
                          if mach.get(k))
@@ -277,13 +280,16 @@ def write_summary(out: Path, recs: dict, mach: dict, quick: bool, started: str) 
              "(the 1-minute load average is recorded around every script); no GPU "
              f"(`torch.cuda.is_available()` is {_cuda_available()})",
              f"- Python {mach['python']}; {versions}; PyYAML with libyaml: {mach.get('libyaml')}",
-             f"- started {started}; {'quick run (fewer repeats, smaller sizes)' if quick else 'full run'}",
+             f"- started {started}; {'quick run (fewer repeats, smaller sizes)' if quick else 'full run'}"
+             + (f"; rows marked (merged) are from the run started {merged_from} (`--merge`)"
+                if merged_from else ""),
              "", "| figure | value | target | command |", "|---|---|---|---|",
              *headline_rows(recs), "", *targets(recs),
-             "| script | exit | wall s | load before | load after |", "|---|---|---|---|---|"]
+             "| script | started | exit | wall s | load before | load after |",
+             "|---|---|---|---|---|---|"]
     for r in recs.values():
-        lines.append(f"| `{r['command']}` | {r['rc']} | {r['wall_s']} | {r['load_before']} | "
-                     f"{r['load_after']} |")
+        lines.append(f"| `{r['command']}` | {r.get('date') or ''}{' (merged)' if r.get('merged') else ''} | "
+                     f"{r['rc']} | {r['wall_s']} | {r['load_before']} | {r['load_after']} |")
     errors = [r for r in recs.values() if r.get("error")]
     for r in errors:
         lines.append("")
@@ -322,6 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated step names (scan, scan_2_threads, "
                                                  "models, dag, metrics, data, gpu)")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    ap.add_argument("--merge", metavar="JSON", help="the JSON line an earlier run_all printed: its "
+                    "records of the steps not run now go into the summary, marked (merged)")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -334,11 +342,17 @@ def main(argv=None) -> int:
             ap.error(f"unknown step(s) {', '.join(sorted(unknown))}")
         steps = [s for s in steps if s["name"] in keep]
     recs = {}
-    for step in steps:
-        recs[step["name"]] = run_step(step, out)
+    earlier = last_json(Path(args.merge).read_text())["steps"] if args.merge else {}
+    ran = {s["name"] for s in steps}
+    for step in plan_steps(args.quick, out):
+        if step["name"] in ran:
+            recs[step["name"]] = run_step(step, out)
+        elif step["name"] in earlier:
+            recs[step["name"]] = {**earlier[step["name"]], "merged": True}
+    merged_from = (last_json(Path(args.merge).read_text()) or {}).get("started", "?") if args.merge else None
     ensure_gpu_section(out, recs.get("gpu"))
-    write_summary(out, recs, mach, args.quick, started)
-    print(json.dumps({"bench": "run_all", "machine": mach, "steps": recs}))
+    write_summary(out, recs, mach, args.quick, started, merged_from)
+    print(json.dumps({"bench": "run_all", "started": started, "machine": mach, "steps": recs}))
     failed = [r["name"] for r in recs.values() if r.get("error")]
     if failed:
         print(f"[run_all] failed: {', '.join(failed)}", file=sys.stderr)
