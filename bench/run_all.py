@@ -183,7 +183,8 @@ def headline_rows(recs: dict) -> list[str]:
     s2 = (recs.get("scan_2_threads") or {}).get("result")
     if s2:
         more = ""
-        if s:
+        same_run = not (recs["scan"].get("merged") or recs["scan_2_threads"].get("merged")) if s else False
+        if s and same_run:  # a ratio across two runs would compare different loads
             more = (f"; 2 threads over 1 thread (wall): `chunked` "
                     f"{s['chunked']['wall_s'] / s2['chunked']['wall_s']:.2f}x, `reference` "
                     f"{s['reference']['wall_s'] / s2['reference']['wall_s']:.2f}x")
