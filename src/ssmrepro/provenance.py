@@ -48,6 +48,17 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what platform knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @lru_cache(maxsize=1)
 def hardware() -> str:
     """CPU model and core count, and the GPU if torch sees one."""
@@ -55,15 +66,7 @@ def hardware() -> str:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu} ({os.cpu_count()} cores)"
+    desc = f"{cpu_model()} ({os.cpu_count()} cores)"
     if torch.cuda.is_available():
         desc += "; " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     return desc
