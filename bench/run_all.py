@@ -3,7 +3,7 @@
     python bench/run_all.py            # full (about an hour on 2 shared cores)
     python bench/run_all.py --quick    # fewer repeats and smaller sizes (about 15 minutes)
     python bench/run_all.py --only scan,dag --out /tmp/B.md
-    python bench/run_all.py --only metrics --merge last.json   # redo one, keep the others' rows
+    python bench/run_all.py --only metrics --merge bench/results/run_all.json   # redo one, keep the others
 
 Each benchmark script runs in its own process with ``OMP_NUM_THREADS=1`` (the scan is also run
 with 2 threads, the one measurement about threads) and writes its own section of the output file,
@@ -34,6 +34,7 @@ BENCH = Path(__file__).resolve().parent
 SUMMARY = "## Summary"
 GPU_SECTION = "## GPU"
 NO_CUDA_EXIT = 3  # bench_gpu.py's exit status when there is no CUDA device
+RECORD = BENCH / "results" / "run_all.json"  # the last full or merged run behind BENCHMARKS.md
 
 
 # --- helpers shared by the bench scripts -------------------------------------------------------
@@ -131,6 +132,8 @@ def plan_steps(quick: bool, out: Path) -> list[dict]:
          "args": ["bench/bench_metrics.py", *(["--n", "100"] if q else []), *to()]},
         {"name": "data", "threads": 1,
          "args": ["bench/bench_data.py", *(["--masks", "200"] if q else []), *to("--benchmarks")]},
+        {"name": "smoke", "threads": None,
+         "args": ["bench/bench_smoke.py", *to()]},
         {"name": "gpu", "threads": None,
          "args": ["bench/bench_gpu.py", *(["--quick"] if q else []), *to()]},
     ]
@@ -228,6 +231,11 @@ def headline_rows(recs: dict) -> list[str]:
         mk = da.get("masks", {})
         rows.append(f"| free-form masks 256x256 per CPU second | {mk.get('free_form_per_cpu_s')} | "
                     f">= 1000 | {cmd('data')} |")
+    sm = (recs.get("smoke") or {}).get("result")
+    if sm:
+        rows.append(f"| smoke `reproduce_all` from a fresh clone, `snakemake --cores {sm['cores']}` | "
+                    f"{sm['wall_s'] / 60:.1f} min wall ({sm['jobs']} jobs), {sm['cpu_s']:.0f} s CPU | "
+                    f"<= 15 min | {cmd('smoke')} |")
     g = recs.get("gpu")
     if g:
         if g.get("refused"):
@@ -255,6 +263,10 @@ def targets(recs: dict) -> list[str]:
         if "scale=paper" in dr["command"]:
             out.append(f"- paper-scale dry run, DAG build <= 5 s: {'met' if dr['dag_build_s'] <= 5 else 'NOT met'} "
                        f"({dr['dag_build_s']} s; the whole command {dr['wall_s']} s)")
+    sm = res("smoke")
+    if sm:
+        out.append(f"- smoke `reproduce_all` <= 15 min: {'met' if sm['wall_s'] <= 900 else 'NOT met'} "
+                   f"({sm['wall_s'] / 60:.1f} min)")
     mk = res("data").get("masks", {})
     if mk:
         out.append(f"- free-form masks >= 1000 per CPU second: "
@@ -327,7 +339,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
     ap.add_argument("--only", default="", help="comma-separated step names (scan, scan_2_threads, "
-                                                 "models, dag, metrics, data, gpu)")
+                                                 "models, dag, metrics, data, smoke, gpu)")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     ap.add_argument("--merge", metavar="JSON", help="the JSON line an earlier run_all printed: its "
                     "records of the steps not run now go into the summary, marked (merged)")
@@ -353,7 +365,13 @@ def main(argv=None) -> int:
     merged_from = (last_json(Path(args.merge).read_text()) or {}).get("started", "?") if args.merge else None
     ensure_gpu_section(out, recs.get("gpu"))
     write_summary(out, recs, mach, args.quick, started, merged_from)
-    print(json.dumps({"bench": "run_all", "started": started, "machine": mach, "steps": recs}))
+    line = json.dumps({"bench": "run_all", "started": started, "machine": mach, "steps": recs})
+    print(line)
+    if out == (REPO / "BENCHMARKS.md").resolve():  # for a later `--merge bench/results/run_all.json`
+        RECORD.parent.mkdir(exist_ok=True)
+        tmp = RECORD.with_suffix(".tmp")
+        tmp.write_text(line + "\n")
+        tmp.replace(RECORD)
     failed = [r["name"] for r in recs.values() if r.get("error")]
     if failed:
         print(f"[run_all] failed: {', '.join(failed)}", file=sys.stderr)

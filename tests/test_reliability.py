@@ -43,10 +43,13 @@ SEED = int(os.environ.get("SSMREPRO_TEST_SEED") or random.SystemRandom().randran
 # `ssmrepro train CARD --scale smoke --steps STEPS`: smoke checkpoints every EVERY = 10 steps and
 # at the end, plus at the step boundary after a SIGTERM/SIGUSR1. NAFNet takes ~30 ms a step here
 # (the kill test, 30 steps: checkpoints at 10, 20, 30); EVSSM ~200 ms, slow enough for SLURM's
-# signals to land mid-run (16 steps: checkpoints at 10 and 16).
+# signals to land mid-run. 40 steps: each signal is sent at least 20 steps (~4 s) before the end,
+# so that a slow `scancel` on a loaded machine cannot arrive after the run has finished.
 EVERY = 10
 KILL_CARD, KILL_STEPS = "nafnet", 30
-SLURM_CARD, SLURM_STEPS = "evssm", 16
+SLURM_CARD, SLURM_STEPS = "evssm", 40
+SLURM_MARGIN = 20  # steps left after the last signal is sent
+MIDWAY_STEPS = 16  # the Snakemake kill test: EVSSM checkpoints at 10 and 16
 
 
 @pytest.fixture(autouse=True)
@@ -282,9 +285,9 @@ def test_slurm_requeued_job_resumes_from_its_checkpoint(tmp_path, local_slurm, d
         subprocess.run(["scontrol", "requeue", job], check=True)
         _release_now(job)
         s1 = _saved_step(run)
-        assert a <= s1 < SLURM_STEPS, (a, s1, why)
+        assert a <= s1 < SLURM_STEPS - SLURM_MARGIN - 2, (a, s1, why)
         # 2. the early warning: SIGUSR1 to the batch step; training saves and exits 75
-        b = rng.randint(s1 + 2, SLURM_STEPS - 3)
+        b = rng.randint(s1 + 2, max(s1 + 2, min(s1 + 8, SLURM_STEPS - SLURM_MARGIN)))
         _wait(f"step {b}", lambda: _logged_step(run) >= b, timeout=300, every=0.02)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
         info = _wait("the job to stop", lambda: (j := _job(job)).get("JobState") in ("FAILED", "COMPLETED")
@@ -355,7 +358,7 @@ def test_snakemake_killed_midway_reruns_only_unfinished_jobs(tmp_path):
     """SIGKILL to snakemake's process group while a training job is between checkpoints. After
     `--unlock` (the lock of a killed instance stays), `--rerun-incomplete` finishes: finished
     outputs are not touched, the killed training resumes from its checkpoint, no partial file."""
-    clone = _clone(tmp_path, steps=SLURM_STEPS)  # EVSSM: checkpoints at 10 and 16
+    clone = _clone(tmp_path, steps=MIDWAY_STEPS)  # EVSSM: checkpoints at 10 and 16
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(["snakemake", "--cores", "1", *SMALL_TARGET], cwd=clone, env=_env(None),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

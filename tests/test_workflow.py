@@ -122,7 +122,9 @@ def test_same_dag_through_real_slurm(tmp_path, local_slurm):
     # The same DAG (every table, every run), with fewer steps and test images to keep CI short.
     small = clone / "small.yaml"
     small.write_text(yaml.safe_dump({"eval_limit": 2, "steps": {f: 2 for f in FAMILIES}}))
-    p = run(["snakemake", "--profile", "slurm", "--jobs", "2", "reproduce_all",
+    # --jobs 6: SLURM runs two at a time (one CPU each) and starts a queued job the moment one
+    # ends, so Snakemake's status polling (every 5 s and more) does not leave the node idle.
+    p = run(["snakemake", "--profile", "slurm", "--jobs", "6", "reproduce_all",
              "--configfile", str(small), "--default-resources", "slurm_partition=gpu", "mem_mb=2000", "cpus_per_task=1",
              "--set-resources", "train:gres=''", "evaluate:gres=''", "erf:gres=''",
              "train:mem_mb=2000", "train:cpus_per_task=1", "train:slurm_extra=''"],
