@@ -24,6 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from ssmrepro.provenance import cpu_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MASKS_PER_S = 1000
 
@@ -32,16 +34,6 @@ def _timed(fn, *args, **kwargs):
     c0, w0 = time.process_time(), time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.process_time() - c0, time.perf_counter() - w0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench_masks(n: int, size: int = 256) -> dict:
@@ -159,7 +151,7 @@ def main(argv=None) -> int:
         "bench": "data",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "loadavg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
             "python": platform.python_version(),

@@ -3,7 +3,7 @@
     python bench/bench_smoke.py [--cores 2] [--keep DIR] [--no-write]
 
 A fresh clone of this working tree (tracked and untracked-but-not-ignored files, committed in a new
-repository, as ``tests/test_workflow.py`` makes one) runs ``snakemake --cores N reproduce_all`` with
+repository: ``tests/test_workflow.py``'s ``fresh_clone``, as the integration tests make one) runs ``snakemake --cores N reproduce_all`` with
 this checkout's virtual environment: the embedded datasets are built, every run trained at smoke
 scale, every result evaluated, the receptive-field maps drawn and ``reports/`` rendered. Measured:
 
@@ -33,7 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "tests"))
 from run_all import load_avg, machine, replace_section  # noqa: E402
+from test_workflow import fresh_clone  # noqa: E402  (the clone the integration tests make)
 
 SECTION = "## Smoke pipeline"
 TARGET_S = 15 * 60
@@ -42,22 +44,6 @@ _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _RULE = re.compile(r"^(?:local)?rule (\w+):$")
 _JOBID = re.compile(r"^\s+jobid: (\d+)$")
 _DONE = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
-
-
-def fresh_clone(dest: Path) -> Path:
-    """The working tree as it is (committed or not), in a new git repository at ``dest``."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
-    for f in filter(None, files):
-        src = REPO / f.decode()
-        if src.is_file() or src.is_symlink():
-            (dest / f.decode()).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f.decode(), follow_symlinks=False)
-    git = ["git", "-c", "user.email=bench@ssmrepro", "-c", "user.name=bench"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench clone"], cwd=dest, check=True)
-    return dest
 
 
 def job_times(log: str) -> dict[str, dict]:
@@ -129,13 +115,13 @@ def main(argv=None) -> int:
     if work.exists() and any(work.iterdir()):
         ap.error(f"--keep {work}: not empty")
     work.mkdir(parents=True, exist_ok=True)
-    clone = fresh_clone(work)
+    clone = fresh_clone(work)  # work/clone
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("SSMREPRO_ROOT", None)
     cmd = ["snakemake", "--cores", str(args.cores), "reproduce_all"]
     result = {"bench": "smoke_reproduce_all", "cores": args.cores, "machine": machine(),
-              "command": f"python bench/bench_smoke.py" + (f" --cores {args.cores}" if args.cores != 2 else ""),
+              "command": "python bench/bench_smoke.py" + (f" --cores {args.cores}" if args.cores != 2 else ""),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "load_before": load_avg()}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

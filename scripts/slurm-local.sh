@@ -5,7 +5,9 @@
 # Needs root and Debian's slurm-wlm and munge (.ci/system-packages.sh installs them).
 set -euo pipefail
 STATE=${SLURM_LOCAL_STATE:-/tmp/ssmrepro-slurm}
-CPUS=$(nproc)
+# the cores this process may use; not nproc's default, which obeys OMP_NUM_THREADS (set to 1 by
+# scripts/test.sh, which would leave SLURM one CPU and run its jobs one at a time)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
 
 start() {
@@ -17,6 +19,8 @@ start() {
 ClusterName=ssmrepro
 SlurmctldHost=localhost(127.0.0.1)
 AuthType=auth/munge
+# a requeued job waits this long before it starts again (default 120 s)
+AuthInfo=cred_expire=15
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

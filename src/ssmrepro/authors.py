@@ -18,11 +18,11 @@ Results of released weights: ``results/<scale>/<dataset dir>/<trained card>/auth
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data.manifest import sha256_file
 from .errors import UserError
 
 WEIGHTS_ENV = "SSMREPRO_WEIGHTS"
@@ -109,17 +109,6 @@ def require_file(rel: Released, path: str | Path | None = None, root: Path | Non
         f"{target}: the authors' {rel.file} is not on this machine; download it from {rel.url} "
         f"and put it at {target} (or pass --weights FILE; folder: ${WEIGHTS_ENV} or "
         f"<project>/weights)")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_sha256(rel: Released | None, path: Path) -> str:

@@ -37,26 +37,21 @@ class DatasetMissing(FileNotFoundError):
 # hashing
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks (``hashlib.file_digest`` is Python 3.11+)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
+        while block := fh.read(chunk):
+            h.update(block)
     return h.hexdigest()
 
 
-def md5_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def sha256_file(path) -> str:
+    return file_digest(path, "sha256")
+
+
+def md5_file(path) -> str:
+    return file_digest(path, "md5")
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -20,13 +20,14 @@ import hashlib
 import io
 import os
 import random
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_path
 
 try:
     from ssmrepro.errors import UserError
@@ -71,32 +72,20 @@ def _fsync_dir(folder: Path) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
     """Write a file atomically: ``write(fileobj)`` into a temporary file in the same folder,
-    flush + fsync, ``os.replace`` onto ``path``, fsync the folder.
+    fsync, ``os.replace`` onto ``path`` (``ssmrepro.atomic.atomic_path``), then fsync the folder.
 
     On any failure the temporary file is removed, ``path`` is untouched, and an ``OSError`` is
     re-raised as :class:`CheckpointWriteError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            why = os.strerror(e.errno) if e.errno else str(e)
-            raise CheckpointWriteError(
-                f"could not write {path}: {why}; the previous file there (if any) is intact"
-            ) from e
-        raise
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise CheckpointWriteError(
+            f"could not write {path}: {why}; the previous file there (if any) is intact"
+        ) from e
     _fsync_dir(path.parent)
     return path
 

@@ -62,8 +62,6 @@ weights are the one-line ``MissingPretrainedWeights`` error of :mod:`ssmrepro.pr
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from typing import Any, Mapping
 
 SCALES = ("smoke", "mini", "paper")
@@ -448,13 +446,12 @@ def build_run_config(
     return _jsonable(config)
 
 
-def canonical_json(config: Mapping[str, Any]) -> str:
-    return json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
 def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``config``, first 16 hex digits (contract 3)."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
+    """sha256 of the canonical JSON of ``config`` (tuples as lists, paths as strings), first 16
+    hex digits (contract 3): ``provenance.config_hash``, the one hash of every config."""
+    from ..provenance import config_hash as canonical_hash
+
+    return canonical_hash(_jsonable(config))
 
 
 def describe_recipes() -> str:
