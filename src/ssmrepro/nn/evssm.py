@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .evssm_blocks import EDFFN, SS2D, LayerNorm, merge_windows, split_windows
+from .unet_parts import Downsample, OverlapPatchEmbed, Upsample
 
 GEO_SCHEDULES = {
     # (transform of even-index blocks, transform of odd-index blocks); "T" transpose, "R" flip H and W
@@ -140,35 +141,6 @@ class EVS(nn.Module):
         else:  # one window: the reference's (0 + y) / 1 is exactly y
             x = self._mix(x)
         return x + self.ffn(self.norm2(x))
-
-
-class OverlapPatchEmbed(nn.Module):
-    def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False):
-        super().__init__()
-        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    def __init__(self, n_feat: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Upsample(scale_factor=0.5, mode="bilinear", align_corners=False),
-                                  nn.Conv2d(n_feat, n_feat * 2, 3, padding=1, bias=False))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, n_feat: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                  nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False))
-
-    def forward(self, x):
-        return self.body(x)
 
 
 class EVSSM(nn.Module):

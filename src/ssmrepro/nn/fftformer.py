@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ..registry import MODELS
 from .restormer import check_input, pad_to_multiple, reflect_min_size
 from .restormer_blocks import LayerNorm
+from .unet_parts import Downsample, OverlapPatchEmbed, Upsample
 
 PATCH = 8
 
@@ -139,39 +140,6 @@ class Fuse(nn.Module):
         x = self.conv2(self.att_channel(self.conv(torch.cat((enc, dnc), dim=1))))
         e, d = torch.split(x, [self.n_feat, self.n_feat], dim=1)
         return e + d
-
-
-class OverlapPatchEmbed(nn.Module):
-    def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False):
-        super().__init__()
-        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, stride=1, padding=1, bias=bias)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """Bilinear x0.5 then conv3x3 n -> 2n."""
-
-    def __init__(self, n_feat: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Upsample(scale_factor=0.5, mode="bilinear", align_corners=False),
-                                  nn.Conv2d(n_feat, n_feat * 2, 3, stride=1, padding=1, bias=False))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    """Bilinear x2 then conv3x3 n -> n/2."""
-
-    def __init__(self, n_feat: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                  nn.Conv2d(n_feat, n_feat // 2, 3, stride=1, padding=1, bias=False))
-
-    def forward(self, x):
-        return self.body(x)
 
 
 class FFTformer(nn.Module):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .restormer_blocks import GDFN, MDTA, Downsample, LayerNorm, Upsample
+from .unet_parts import OverlapPatchEmbed
 
 # --------------------------------------------------------------------------- size rule helpers
 
@@ -87,17 +88,6 @@ class TransformerBlock(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
-
-
-class OverlapPatchEmbed(nn.Module):
-    """conv3x3 in_c -> embed_dim (reference name ``proj``)."""
-
-    def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False):
-        super().__init__()
-        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, stride=1, padding=1, bias=bias)
-
-    def forward(self, x):
-        return self.proj(x)
 
 
 def _stage(n: int, dim: int, heads: int, ffn: float, bias: bool, ln: str) -> nn.Sequential:
