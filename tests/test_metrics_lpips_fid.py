@@ -25,6 +25,7 @@ ensure_torchvision_importable()
 import lpips  # noqa: E402
 import torchvision  # noqa: E402
 from pytorch_fid.fid_score import calculate_frechet_distance, get_activations  # noqa: E402
+from test_pretrained import random_fid_inception_state  # noqa: E402
 
 
 @pytest.fixture
@@ -154,24 +155,6 @@ def test_fid_from_images_with_an_injected_backbone():
     entry = out["metrics"]["fid[pytorch-fid,2048]"]
     assert entry["n_images"] == 9 and entry["kind"] == "set" and entry["better"] == "lower"
     assert entry["value"] == pytest.approx(fid_from_images(a[:9], c, model=net), rel=1e-9)
-
-
-def random_fid_inception_state() -> dict:
-    """pytorch-fid's FID Inception structure with random weights (as fid_inception_v3 builds it)."""
-    import pytorch_fid.inception as fi
-
-    torch.manual_seed(0)
-    net = fi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b = fi.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = fi.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = fi.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = fi.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = fi.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = fi.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = fi.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = fi.FIDInceptionE_1(1280)
-    net.Mixed_7c = fi.FIDInceptionE_2(2048)
-    return net.state_dict()
 
 
 def test_fid_features_match_pytorch_fid_on_png_files(torch_home, tmp_path):

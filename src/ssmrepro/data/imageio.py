@@ -22,6 +22,7 @@ row, zlib level 9. The same array always gives the same bytes with the same zlib
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from pathlib import Path
@@ -89,34 +90,42 @@ def to_uint8_from16(arr16: np.ndarray) -> np.ndarray:
     return ((v * 2 + 257) // 514).astype(np.uint8)
 
 
-def _read_with_pillow(path: Path, depth: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+@contextlib.contextmanager
+def _pillow_errors(path: Path):
+    """Pillow's and the decoders' errors while reading ``path`` as one ``ImageReadError``."""
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                mode = im.mode
-            if mode == "PA":
-                im = im.convert("RGBA")
-                mode = "RGBA"
-            if mode == "1":
-                im = im.convert("L")
-                mode = "L"
-            if mode in ("I;16", "I;16B", "I;16L"):
-                arr16 = np.asarray(im, dtype=np.uint16)[..., None]
-                return _finish16(arr16, depth)
-            if mode not in ("L", "LA", "RGB", "RGBA"):
-                raise _fail(path, f"unsupported image mode {mode!r} ({CONVERSION_RULES})")
-            arr = np.asarray(im, dtype=np.uint8)
+        yield
     except ImageReadError:
         raise
     except UnidentifiedImageError:
         raise _fail(path, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
         raise _fail(path, exc) from None
+
+
+def _read_with_pillow(path: Path, depth: int) -> np.ndarray:
+    from PIL import Image
+
+    with _pillow_errors(path), Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            mode = im.mode
+        if mode == "PA":
+            im = im.convert("RGBA")
+            mode = "RGBA"
+        if mode == "1":
+            im = im.convert("L")
+            mode = "L"
+        if mode in ("I;16", "I;16B", "I;16L"):
+            arr16 = np.asarray(im, dtype=np.uint16)[..., None]
+            return _finish16(arr16, depth)
+        if mode not in ("L", "LA", "RGB", "RGBA"):
+            raise _fail(path, f"unsupported image mode {mode!r} ({CONVERSION_RULES})")
+        arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[..., None]
     c = arr.shape[2]
@@ -244,27 +253,20 @@ def _unfilter(filt: np.ndarray, ftype: np.ndarray, bpp: int) -> np.ndarray:
 def read_mask(path) -> np.ndarray:
     """Read a mask file as a (H, W) uint8 array of the stored gray values (RGB masks: max over
     channels; alpha ignored). Holes are decided by the caller (e.g. ``> 0``)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("1", "P"):
-                im = im.convert("L")
-                mode = "L"
-            if mode in ("I;16", "I;16B", "I;16L"):
-                return to_uint8_from16(np.asarray(im, dtype=np.uint16))
-            if mode not in ("L", "LA", "RGB", "RGBA"):
-                raise _fail(path, f"unsupported mask mode {mode!r}")
-            arr = np.asarray(im, dtype=np.uint8)
-    except ImageReadError:
-        raise
-    except UnidentifiedImageError:
-        raise _fail(path, "not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
-        raise _fail(path, exc) from None
+    with _pillow_errors(path), Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode in ("1", "P"):
+            im = im.convert("L")
+            mode = "L"
+        if mode in ("I;16", "I;16B", "I;16L"):
+            return to_uint8_from16(np.asarray(im, dtype=np.uint16))
+        if mode not in ("L", "LA", "RGB", "RGBA"):
+            raise _fail(path, f"unsupported mask mode {mode!r}")
+        arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 3:
         arr = arr[..., : 1 if mode == "LA" else 3].max(axis=2)
     return np.ascontiguousarray(arr)

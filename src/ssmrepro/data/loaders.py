@@ -160,6 +160,18 @@ class InpaintingTrain(Dataset, _Base):
         return {"image": _to_tensor(img), "mask": _to_tensor(m), "name": it["name"]}
 
 
+def read_pair(folder: Path, it: dict, depth: int, resolution: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The input and target images of a manifest item, checked to have one size, then
+    centre-cropped to ``resolution`` when given."""
+    inp = read_image(Path(folder) / it["input"], depth=depth)
+    tgt = read_image(Path(folder) / it["target"], depth=depth)
+    if inp.shape != tgt.shape:
+        raise ValueError(f"{it['name']}: input {inp.shape[:2]} and target {tgt.shape[:2]} differ in size")
+    if resolution:
+        inp, tgt = center_crop(inp, resolution), center_crop(tgt, resolution)
+    return inp, tgt
+
+
 def paired_random_crop(inp: np.ndarray, tgt: np.ndarray, patch: int, rng: np.random.Generator, name: str):
     if inp.shape != tgt.shape:
         raise ValueError(f"{name}: input {inp.shape[:2]} and target {tgt.shape[:2]} differ in size")
@@ -207,10 +219,7 @@ class PairedTrain(Dataset, _Base):
     def __getitem__(self, index: int) -> dict[str, Any]:
         it = self.items[index]
         rng = self._rng(index)
-        inp = read_image(self.folder / it["input"], depth=self.bit_depth)
-        tgt = read_image(self.folder / it["target"], depth=self.bit_depth)
-        if self.resolution:
-            inp, tgt = center_crop(inp, self.resolution), center_crop(tgt, self.resolution)
+        inp, tgt = read_pair(self.folder, it, self.bit_depth, self.resolution)
         inp, tgt = paired_random_crop(inp, tgt, self.patch, rng, it["name"])
         inp, tgt = augment_pair(inp, tgt, rng, self.rotate)
         return {"input": _to_tensor(inp), "target": _to_tensor(tgt), "name": it["name"]}
@@ -231,12 +240,7 @@ class PairedTest(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         it = self.items[index]
-        inp = read_image(self.folder / it["input"], depth=self.bit_depth)
-        tgt = read_image(self.folder / it["target"], depth=self.bit_depth)
-        if inp.shape != tgt.shape:
-            raise ValueError(f"{it['name']}: input {inp.shape[:2]} and target {tgt.shape[:2]} differ in size")
-        if self.resolution:
-            inp, tgt = center_crop(inp, self.resolution), center_crop(tgt, self.resolution)
+        inp, tgt = read_pair(self.folder, it, self.bit_depth, self.resolution)
         return {"input": _to_tensor(inp), "target": _to_tensor(tgt), "name": it["name"]}
 
 
