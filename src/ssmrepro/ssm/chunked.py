@@ -93,11 +93,15 @@ def _seq_block(t: torch.Tensor, l0: int, T: int, nc: int) -> torch.Tensor:
 
 
 def _put_block(dst: torch.Tensor, blk: torch.Tensor, l0: int) -> None:
-    """Inverse of ``_seq_block``: write the (T, nc, b, ...) block into dst (b, L, ...) at l0."""
+    """Inverse of ``_seq_block``: write the (T, nc, b, ...) block into dst (b, L, ...) at l0
+    (one strided copy, unless the block runs past L)."""
     T, nc, b = blk.shape[:3]
     rest = blk.shape[3:]
     valid = min(T * nc, dst.shape[1] - l0)
-    dst[:, l0:l0 + valid] = blk.transpose(0, 2).reshape((b, T * nc) + rest)[:, :valid]
+    if valid == T * nc:
+        dst[:, l0:l0 + valid].view((b, nc, T) + rest).copy_(blk.transpose(0, 2))
+    else:
+        dst[:, l0:l0 + valid] = blk.transpose(0, 2).reshape((b, T * nc) + rest)[:, :valid]
 
 
 def _scan_chunks(decay: torch.Tensor, hloc: torch.Tensor, h0: torch.Tensor,
@@ -108,6 +112,16 @@ def _scan_chunks(decay: torch.Tensor, hloc: torch.Tensor, h0: torch.Tensor,
     starts[0] = h0
     for c in range(decay.shape[0] - 1):
         torch.addcmul(hloc[c], decay[c], starts[c], out=starts[c + 1])
+
+
+def _scan_chunks_reversed(decay: torch.Tensor, hloc: torch.Tensor, r: torch.Tensor,
+                          ends: torch.Tensor) -> None:
+    """The carry of the adjoint, from the last chunk back: ends[nc-1] = r,
+    ends[c] = decay[c+1] * ends[c+1] + hloc[c+1] (``_scan_chunks`` in reverse, without flips)."""
+    nc = decay.shape[0]
+    ends[nc - 1] = r
+    for c in range(nc - 2, -1, -1):
+        torch.addcmul(hloc[c + 1], decay[c + 1], ends[c + 1], out=ends[c])
 
 
 class _Mat:
@@ -201,7 +215,6 @@ class _ChunkedScan(torch.autograd.Function):
             l0 = s * T * nc
             dts = _seq_block(dt, l0, T, nc)
             du = (dts * _seq_block(u, l0, T, nc)).unbind(0)
-            dtA = dts.unsqueeze(-2).unbind(0)
             Bb, Cb = Bm.steps(l0, T, nc), Cm.steps(l0, T, nc)
             # decays of the whole superblock; pass 1 (several chunks): each chunk's final state
             # from a zero start, then the carry over chunks
@@ -257,7 +270,6 @@ class _ChunkedScan(torch.autograd.Function):
         a = u.new_empty((T,) + state)
         x = u.new_empty((T + 1,) + state)
         g, g2, hl, scratch, scratch2 = (u.new_empty(state) for _ in range(5))
-        ends = u.new_empty(state)
         gdu_blk = u.new_empty((T, nc, b, d))
         gdtA_blk = u.new_empty((T, nc, b, d))
         a_t, x_t, gdu_t, gdtA_t = a.unbind(0), x.unbind(0), gdu_blk.unbind(0), gdtA_blk.unbind(0)
@@ -287,8 +299,7 @@ class _ChunkedScan(torch.autograd.Function):
                     Cm.add_outer(hl, gys[t], Cb[t])
                 hl.mul_(a_t[0])
                 decay = torch.exp2(dts.sum(0).unsqueeze(-2) * AT2)
-                _scan_chunks(decay.flip(0), hl.flip(0), r, ends)
-                g.copy_(ends.flip(0))
+                _scan_chunks_reversed(decay, hl, r, g)
             else:
                 g[0] = r
             Cm.add_outer(g, gys[T - 1], Cb[T - 1])
