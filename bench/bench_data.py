@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -25,6 +24,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from ssmrepro.provenance import cpu_model  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_all import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MASKS_PER_S = 1000
@@ -131,14 +133,7 @@ def write_section(result: dict, command: str, path: Path) -> None:
         f"{lo['image_size']}x{lo['image_size']} embedded images, single process (no DataLoader workers).",
         "",
     ]
-    section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(r"^## Data\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(text):
-        text = pat.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
+    replace_section(path, "## Data", "\n".join(lines))
 
 
 def main(argv=None) -> int:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -25,6 +23,9 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from ssmrepro.metrics import evaluate_pairs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_all import machine as machine_info, replace_section  # noqa: E402
 
 PROTOCOLS = ["psnr[rgb,uint8]", "ssim[uniform7,rgb,uint8]", "l1[whole,percent]"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,23 +65,13 @@ def timed(fn, *args, **kwargs):
 
 
 def machine() -> str:
-    from ssmrepro.provenance import cpu_model
-
-    cpu = cpu_model()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores available, Python {platform.python_version()}"
+    m = machine_info()
+    return f"{m['cpu']}, {m['cores']} cores available, Python {m['python']}"
 
 
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) the '## Metrics' section, leaving every other section as it is."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "## Metrics\n\n" + body.strip() + "\n"
-    pattern = re.compile(r"^## Metrics\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, "## Metrics", "## Metrics\n\n" + body.strip() + "\n")
 
 
 def main(argv=None) -> int:

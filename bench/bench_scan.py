@@ -18,11 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +35,9 @@ from ssmrepro.ssm.reference import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_all import machine as machine_info, replace_section  # noqa: E402
+
 SECTION = "## Selective scan (CPU)"
 
 
@@ -86,17 +85,6 @@ def time_fwd_bwd(fn, inp, repeats, warmup):
             "repeats": repeats, "all_wall_s": [round(t, 4) for t in walls]}
 
 
-def machine():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except Exception:
-        model = platform.processor() or "unknown"
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "load_avg_1min": round(os.getloadavg()[0], 2)}
-
-
 def write_section(result, path):
     m = result["machine"]
     rows = [f"| `reference` | {result['length']} | {result['reference']['wall_s']:.3f} | "
@@ -130,14 +118,7 @@ def write_section(result, path):
     lines += ["", "`chunked` keeps its work buffers bounded (superblocks of about 2^21 elements), so "
               "its time grows linearly with L; `reference` materialises (b, d, L, n) tensors and "
               "runs one autograd step per position.", ""]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "\n".join(lines)
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text.rstrip("\n") + "\n")
+    replace_section(path, SECTION, "\n".join(lines))
 
 
 def main(argv=None):
@@ -153,7 +134,8 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"bench": "selective_scan_cpu", "length": args.length, "machine": machine(),
+    result = {"bench": "selective_scan_cpu", "length": args.length,
+              "machine": {**machine_info(), "threads": torch.get_num_threads()},
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "command": "OMP_NUM_THREADS=1 python bench/bench_scan.py" + (
                   " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")}
