@@ -19,8 +19,9 @@ start() {
 ClusterName=ssmrepro
 SlurmctldHost=localhost(127.0.0.1)
 AuthType=auth/munge
-# a requeued job waits this long before it starts again (default 120 s)
-AuthInfo=cred_expire=15
+# a requeued job waits this long before it starts again (default 120 s); it is also the most a
+# job launch may take, so not much shorter on a loaded 2-core machine
+AuthInfo=cred_expire=30
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

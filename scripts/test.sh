@@ -11,8 +11,13 @@ if [ "$(id -u)" = 0 ] && command -v slurmctld >/dev/null && ! sinfo -h >/dev/nul
     trap 'scripts/slurm-local.sh stop' EXIT
   fi
 fi
-python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup "$@"
+# Every test has a time limit (pytest-timeout: `timeout` in pyproject.toml, more for the few
+# marked slow tests), and the whole run one more: past SSMREPRO_TEST_BUDGET_S seconds pytest gets
+# SIGINT, prints what was running and its summary, and this exits 124.
+timeout --signal=INT --kill-after=120 "${SSMREPRO_TEST_BUDGET_S:-4200}" \
+  python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=15 "$@"
 rc=$?
+[ $rc -eq 124 ] && echo "the tests ran past SSMREPRO_TEST_BUDGET_S=${SSMREPRO_TEST_BUDGET_S:-4200} s" >&2
 if [ $rc -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
   exit 1

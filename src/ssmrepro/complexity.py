@@ -149,7 +149,11 @@ def peak_forward_memory(card, scale: str, size) -> int:
     proc = ctx.Process(target=_peak_memory_child,
                        args=(card.name, scale, tuple(size), str(project_root()), queue))
     proc.start()
-    proc.join()
+    proc.join(timeout=900)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        raise RuntimeError(f"peak-memory measurement of {card.name} did not end within 900 s")
     if proc.exitcode != 0:
         raise RuntimeError(f"peak-memory measurement of {card.name} failed (exit {proc.exitcode})")
     return int(queue.get())

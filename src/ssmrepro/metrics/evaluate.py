@@ -145,7 +145,9 @@ def _worker_chunk(indices: list[int]) -> list[tuple[int, list[float]]]:
 
 def _pool_scores(loader, protocols: list[Protocol], workers: int) -> np.ndarray:
     n = len(loader)
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # Not "fork": this process has threads (torch's, a test runner's), and a child forked while
+    # one of them holds a lock can hang for ever. forkserver children start from a clean process.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     chunk = max(1, math.ceil(n / (workers * 4)))
     chunks = [list(range(s, min(n, s + chunk))) for s in range(0, n, chunk)]
     scores = np.empty((n, len(protocols)))
