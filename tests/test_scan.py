@@ -195,6 +195,46 @@ def test_chunked_flags_float32(with_z, with_D, with_bias, softplus, last):
     assert_match(got, want, 2e-4)
 
 
+@pytest.mark.parametrize("bc,groups", [("var", 1), ("grouped", 2), ("const", 1)])
+def test_chunked_results_do_not_share_the_kept_work_buffers(bc, groups):
+    """Work buffers are kept between calls (``_Workspace``): what a call returns (outputs,
+    last state, gradients) must not be one of them, so a later call cannot change it."""
+    first = run(selective_scan_chunked, make_inputs(2, 4, 3, 300, bc, groups, seed=1), budget=300)
+    kept = {k: v.clone() for k, v in first.items()}
+    run(selective_scan_chunked, make_inputs(2, 4, 3, 300, bc, groups, seed=2), budget=300)
+    for k, v in first.items():
+        assert torch.equal(v, kept[k]), k
+    assert chunked_mod._work.buffers  # kept, on this thread
+    chunked_mod.clear_workspace()
+    assert not chunked_mod._work.buffers
+
+
+def test_chunked_in_two_threads_at_once_equals_reference():
+    """One set of work buffers per thread: two threads scanning at once do not mix them."""
+    import threading
+
+    cases = [make_inputs(1, 6, 4, 700, "var", seed=s) for s in (11, 12)]
+    want = [run(selective_scan_reference, c) for c in cases]
+    got: list = [None, None]
+    errors: list = []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                got[i] = run(selective_scan_chunked, cases[i], budget=6 * 4 * 40)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for g, w in zip(got, want):
+        assert_match(g, w, 1e-10)
+
+
 def test_chunked_gradcheck():
     inp = make_inputs(1, 2, 2, 9, "grouped", groups=2, seed=5)
     names = [k for k in GRAD_NAMES if inp[k] is not None]
