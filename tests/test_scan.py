@@ -21,6 +21,10 @@ from ssmrepro.ssm.scan import (
     selective_scan,
 )
 
+# an `out=` of the wrong shape is resized by torch with a warning (and silently wrong once torch
+# stops resizing): an error here
+pytestmark = pytest.mark.filterwarnings("error:An output with one or more elements was resized")
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "selective_scan_dev.pt"
 SHARED_FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "selective_scan_dev.pt"
 

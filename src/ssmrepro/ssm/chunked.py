@@ -266,7 +266,8 @@ class _Mat:
         elif self.rows:
             torch.bmm(m[1], H.rows(), out=out)
         else:
-            torch.sum(torch.mul(H.grouped(self.g), m, out=scratch.grouped(self.g)), 2, out=out)
+            torch.mul(H.grouped(self.g), m, out=scratch.grouped(self.g))
+            torch.sum(scratch.h, 2, out=out)
 
     def reduce(self, X: _State, v, out, scratch: _State) -> None:
         """Gradient of m in add_outer(H, v, m) for upstream X: const accumulates X * v into
