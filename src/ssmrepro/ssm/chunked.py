@@ -26,12 +26,9 @@ How it is computed (memory bounded, numerically as safe as the plain loop):
   pass), and the gradients of u, delta, A, B, C are contractions of g, a and the states at each
   step. Saved for backward: the inputs and one state per chunk, (L / T) * b * d * n numbers.
 
-``delta_bias``/softplus, ``D`` and the ``z`` gate are done inside the same Function, on the
-time-major work buffers (forward and backward by hand, as mamba-ssm's kernel fuses them), not by
-autograd on fresh (b, d, L) tensors around the core. Saved for backward besides: the output
-before the gate, when z needs a gradient. Computation is float64 for float64 inputs, else
-float32; the output has u's dtype and the last state the compute dtype (as ``reference``). Work
-memory: about three
+``delta_bias``/softplus, ``D`` and the ``z`` gate are (b, d, L) operations done with ordinary
+autograd around the core. Computation is float64 for float64 inputs, else float32; the output has
+u's dtype and the last state the compute dtype (as ``reference``). Work memory: about three
 buffers of ``budget`` elements in the backward, two in the forward, kept between calls (one set
 per thread and dtype; ``clear_workspace()`` frees them): allocated afresh, their pages were
 faulted in again at every call, a quarter of the time. Each step's operands are views made once
@@ -44,9 +41,8 @@ import math
 import threading
 
 import torch
-import torch.nn.functional as F
 
-from .reference import compute_dtype, finish
+from .reference import compute_dtype, finish, prepare_delta
 
 #: Elements of one superblock work buffer (the decays ``a``; backward also keeps the states).
 DEFAULT_BUDGET = 1 << 21
@@ -287,21 +283,11 @@ class _Mat:
         _put_block(full_grad, blk_grad.transpose(-1, -2), l0)
 
 
-def _time_major_delta(delta, delta_bias, softplus):
-    """dt = softplus(delta + delta_bias) (each part if given), time-major (b, L, d), in a work
-    buffer."""
-    dt = _time_major(delta, _work.get("dt_time", (delta.shape[0], delta.shape[2], delta.shape[1]), delta))
-    if delta_bias is not None:
-        dt.add_(delta_bias)
-    if softplus:
-        torch._C._nn.softplus(dt, 1, 20, out=dt)  # F.softplus, in place
-    return dt
-
-
-def _time_major_inputs(u, B, C, const_B, const_C):
-    """u (b, d, L) -> (b, L, d); input-dependent B, C (b, g, n, L) -> (b, L, g, n); all in
+def _time_major_inputs(u, dt, B, C, const_B, const_C):
+    """u, dt (b, d, L) -> (b, L, d); input-dependent B, C (b, g, n, L) -> (b, L, g, n); all in
     work buffers (forward and backward each make them again from the saved inputs)."""
     u_t = _time_major(u, _work.get("u_time", (u.shape[0], u.shape[2], u.shape[1]), u))
+    dt_t = _time_major(dt, _work.get("dt_time", (u.shape[0], u.shape[2], u.shape[1]), u))
 
     def mat(M, const, tag):
         if const:
@@ -309,24 +295,21 @@ def _time_major_inputs(u, B, C, const_B, const_C):
         b, g, n, L = M.shape
         return _time_major(M.flatten(1, 2), _work.get(tag, (b, L, g * n), M)).unflatten(2, (g, n))
 
-    return u_t, mat(B, const_B, "B_time"), mat(C, const_C, "C_time")
+    return u_t, dt_t, mat(B, const_B, "B_time"), mat(C, const_C, "C_time")
 
 
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, const_B, const_C, softplus, plan):
-        # u, delta, z: (b, d, L); A: (d, n); B, C: (d, n) or (b, g, n, L); D, delta_bias: (d,)
-        # or None; S * nc * T >= L. Internally time-major: (b, L, d) and (b, L, g, n).
-        # out = (scan(u, dt) + u * D) * silu(z), dt = softplus(delta + delta_bias): done here, on
-        # work buffers, as mamba-ssm's kernel does, rather than by autograd on fresh tensors.
+    def forward(ctx, u, dt, A, B, C, const_B, const_C, plan):
+        # u, dt: (b, d, L); A: (d, n); B, C: (d, n) or (b, g, n, L); S * nc * T >= L.
+        # Internally time-major: (b, L, d) and (b, L, g, n).
         S, T, nc = plan
         b, d, L = u.shape
         n = A.shape[1]
-        save = any(ctx.needs_input_grad[:8])
+        save = any(ctx.needs_input_grad[:5])
         if save:  # the inputs as given; backward makes its time-major copies again
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        u, B, C = _time_major_inputs(u, B, C, const_B, const_C)
-        dt = _time_major_delta(delta, delta_bias, softplus)
+            ctx.save_for_backward(u, dt, A, B, C)
+        u, dt, B, C = _time_major_inputs(u, dt, B, C, const_B, const_C)
         AT2 = (A * LOG2E).t().contiguous()  # exp(dt * A) = exp2(dt * A * log2(e)): exp2 is faster
         Bm, Cm = _Mat(B, const_B, "B"), _Mat(C, const_C, "C")
         state = (nc, b, n, d)
@@ -364,14 +347,7 @@ class _ChunkedScan(torch.autograd.Function):
             h = x.h[nc - 1].clone()
             _put_block(y, y_blk, l0)
         ctx.plan = plan
-        ctx.const = (const_B, const_C, softplus)
-        if D is not None:
-            y.addcmul_(u, D)
-        ctx.y_before_gate = None
-        if z is not None:
-            if ctx.needs_input_grad[6]:
-                ctx.y_before_gate = y.clone()  # for the gradient of z: not a work buffer
-            y.mul_(F.silu(_time_major(z, _work.get("z_time", (b, L, d), z)), inplace=True))
+        ctx.const = (const_B, const_C)
         if save:
             ctx.starts = starts
         return _channel_major(y), h.transpose(-1, -2).contiguous()
@@ -380,29 +356,15 @@ class _ChunkedScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, gh):
         S, T, nc = ctx.plan
-        u_in, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        u, dt, A, B, C = ctx.saved_tensors
         starts = ctx.starts
-        const_B, const_C, softplus = ctx.const
-        u, B, C = _time_major_inputs(u_in, B, C, const_B, const_C)
-        dt = _time_major_delta(delta, delta_bias, softplus)
+        const_B, const_C = ctx.const
+        u, dt, B, C = _time_major_inputs(u, dt, B, C, const_B, const_C)
         Bm, Cm = _Mat(B, const_B, "B"), _Mat(C, const_C, "C")
-        need_u, need_delta, need_A, need_B, need_C, need_D, need_z, need_bias = ctx.needs_input_grad[:8]
-        need_dt = need_delta or need_bias
+        need_u, need_dt, need_A, need_B, need_C = ctx.needs_input_grad[:5]
         b, L, d = u.shape
         n = A.shape[1]
         gy = _time_major(gy.contiguous(), _work.get("gy_time", (b, L, d), u))
-        gz = gD = gdelta = gbias = None
-        if z is not None:  # out = y' * silu(z): y' gets gy * silu(z), z gets gy * y' * silu'(z)
-            zt = _time_major(z, _work.get("z_time", (b, L, d), u))
-            sig = torch.sigmoid(zt, out=_work.get("z_sig", (b, L, d), u))
-            if need_z:
-                # silu'(z) = sig * (1 + z * (1 - sig))
-                dsilu = torch.addcmul(zt, zt, sig, value=-1, out=_work.get("z_dsilu", (b, L, d), u))
-                dsilu.add_(1).mul_(sig)
-                gz = _channel_major(dsilu.mul_(gy).mul_(ctx.y_before_gate))
-            gy.mul_(zt.mul_(sig))  # gy * silu(z)
-        if need_D:
-            gD = torch.mul(gy, u, out=_work.get("gD_terms", (b, L, d), u)).sum((0, 1))
         AT = A.t().contiguous()
         AT2 = (A * LOG2E).t().contiguous()
         state = (nc, b, n, d)
@@ -488,18 +450,8 @@ class _ChunkedScan(torch.autograd.Function):
         gB, gC = ((None if G is None else G.sum((0, 1)).t() if const
                    else _channel_major(G.flatten(2)).unflatten(1, G.shape[2:]))
                   for G, const in ((gB, const_B), (gC, const_C)))
-        if need_u and D is not None:
-            gu.addcmul_(gy, D)
-        if need_dt:
-            if softplus:  # d softplus(x) / dx = sigmoid(x), x = delta + delta_bias
-                x = _time_major(delta, _work.get("delta_time", (b, L, d), u))
-                if delta_bias is not None:
-                    x.add_(delta_bias)
-                gdt.mul_(x.sigmoid_())
-            gdelta = _channel_major(gdt) if need_delta else None
-            gbias = gdt.sum((0, 1)) if need_bias else None
-        return (None if gu is None else _channel_major(gu), gdelta, gA, gB, gC, gD, gz, gbias,
-                None, None, None, None)
+        return (None if gu is None else _channel_major(gu),
+                None if gdt is None else _channel_major(gdt), gA, gB, gC, None, None, None)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -533,15 +485,16 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         return (out, last) if return_last_state else out
 
     plan = _plan(length, b * per_step, budget, chunk)
+    dt = prepare_delta(delta, delta_bias, delta_softplus, dtype)
 
-    def prep(t):
-        return None if t is None else t.to(dtype).contiguous()
+    def mat(M):
+        M = M.to(dtype)
+        if M.dim() == 3:
+            M = M.unsqueeze(1)
+        return M.contiguous()
 
-    def mat(M):  # (b, n, L) -> (b, 1, n, L): one group
-        return prep(M.unsqueeze(1) if M.dim() == 3 else M)
-
-    out, last = _ChunkedScan.apply(prep(u), prep(delta), prep(A), mat(B), mat(C), prep(D), prep(z),
-                                   prep(delta_bias), B.dim() == 2, C.dim() == 2,
-                                   bool(delta_softplus), plan)
-    out = out.to(dtype_in)
+    y, last = _ChunkedScan.apply(u.to(dtype).contiguous(), dt.contiguous(),
+                                 A.to(dtype).contiguous(), mat(B), mat(C), B.dim() == 2,
+                                 C.dim() == 2, plan)
+    out = finish(y, u, D, z, dtype_in, dtype)
     return (out, last) if return_last_state else out
