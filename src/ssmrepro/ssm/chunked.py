@@ -99,19 +99,12 @@ def _plan(length: int, per_step: int, budget: int, chunk: int | None) -> tuple[i
     return math.ceil(length / (T * nc)), T, nc
 
 
-def _time_major(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """(b, c, L) -> contiguous (b, L, c), into ``out`` if given. One 2-D transpose per batch
-    element (torch copies those with a cache-blocked kernel, much faster than a general permute)."""
-    if out is None:
-        out = t.new_empty((t.shape[0], t.shape[2], t.shape[1]))
-    for i in range(t.shape[0]):
-        out[i].copy_(t[i].t())
-    return out
-
-
-def _channel_major(t: torch.Tensor) -> torch.Tensor:
-    """(b, L, c) -> contiguous (b, c, L), the inverse of ``_time_major``."""
-    out = t.new_empty((t.shape[0], t.shape[2], t.shape[1]))
+def _swap_last_two(t: torch.Tensor, tag: str | None = None) -> torch.Tensor:
+    """(b, x, y) -> contiguous (b, y, x): (b, d, L) to the time-major (b, L, d) and back. Into the
+    work buffer ``tag`` if given, else a fresh tensor. One 2-D transpose per batch element (torch
+    copies those with a cache-blocked kernel, much faster than a general permute)."""
+    shape = (t.shape[0], t.shape[2], t.shape[1])
+    out = t.new_empty(shape) if tag is None else _work.get(tag, shape, t)
     for i in range(t.shape[0]):
         out[i].copy_(t[i].t())
     return out
@@ -286,16 +279,11 @@ class _Mat:
 def _time_major_inputs(u, dt, B, C, const_B, const_C):
     """u, dt (b, d, L) -> (b, L, d); input-dependent B, C (b, g, n, L) -> (b, L, g, n); all in
     work buffers (forward and backward each make them again from the saved inputs)."""
-    u_t = _time_major(u, _work.get("u_time", (u.shape[0], u.shape[2], u.shape[1]), u))
-    dt_t = _time_major(dt, _work.get("dt_time", (u.shape[0], u.shape[2], u.shape[1]), u))
-
     def mat(M, const, tag):
-        if const:
-            return M
-        b, g, n, L = M.shape
-        return _time_major(M.flatten(1, 2), _work.get(tag, (b, L, g * n), M)).unflatten(2, (g, n))
+        return M if const else _swap_last_two(M.flatten(1, 2), tag).unflatten(2, M.shape[1:3])
 
-    return u_t, dt_t, mat(B, const_B, "B_time"), mat(C, const_C, "C_time")
+    return (_swap_last_two(u, "u_time"), _swap_last_two(dt, "dt_time"), mat(B, const_B, "B_time"),
+            mat(C, const_C, "C_time"))
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -350,7 +338,7 @@ class _ChunkedScan(torch.autograd.Function):
         ctx.const = (const_B, const_C)
         if save:
             ctx.starts = starts
-        return _channel_major(y), h.transpose(-1, -2).contiguous()
+        return _swap_last_two(y), h.transpose(-1, -2).contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -364,7 +352,7 @@ class _ChunkedScan(torch.autograd.Function):
         need_u, need_dt, need_A, need_B, need_C = ctx.needs_input_grad[:5]
         b, L, d = u.shape
         n = A.shape[1]
-        gy = _time_major(gy.contiguous(), _work.get("gy_time", (b, L, d), u))
+        gy = _swap_last_two(gy.contiguous(), "gy_time")
         AT = A.t().contiguous()
         AT2 = (A * LOG2E).t().contiguous()
         state = (nc, b, n, d)
@@ -448,10 +436,10 @@ class _ChunkedScan(torch.autograd.Function):
                 Cm.write_grad(gC, gC_blk, l0)
         gA = gAT.sum((0, 1)).t() if need_A else None
         gB, gC = ((None if G is None else G.sum((0, 1)).t() if const
-                   else _channel_major(G.flatten(2)).unflatten(1, G.shape[2:]))
+                   else _swap_last_two(G.flatten(2)).unflatten(1, G.shape[2:]))
                   for G, const in ((gB, const_B), (gC, const_C)))
-        return (None if gu is None else _channel_major(gu),
-                None if gdt is None else _channel_major(gdt), gA, gB, gC, None, None, None)
+        return (None if gu is None else _swap_last_two(gu),
+                None if gdt is None else _swap_last_two(gdt), gA, gB, gC, None, None, None)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
