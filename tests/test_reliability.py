@@ -31,7 +31,7 @@ import pytest
 import torch
 import yaml
 
-from watch import run_group, slurm_report, slurm_trouble
+from watch import run_group, wait_until
 from ssmrepro.cli import main
 from ssmrepro.data.imageio import encode_png, read_image, write_png
 from ssmrepro.train import checkpoint as ck
@@ -246,23 +246,6 @@ def _job(job_id: str) -> dict:
     return dict(kv.split("=", 1) for kv in p.stdout.split() if "=" in kv)
 
 
-def _wait(what: str, fn, timeout: float = 240, every: float = 0.1, slurm: bool = False):
-    """Poll `fn` until it answers; with `slurm`, fail at once (with the cluster's state and logs)
-    when the test SLURM's node can no longer run jobs."""
-    deadline = time.monotonic() + timeout
-    checked = 0.0
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        if slurm and time.monotonic() - checked > 2:
-            checked = time.monotonic()
-            if (trouble := slurm_trouble()) is not None:
-                raise AssertionError(f"waiting for {what}: {trouble}\n{slurm_report()}")
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{slurm_report()}" if slurm else ""))
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.xdist_group("slurm")  # one local SLURM: its users share a worker
@@ -284,30 +267,30 @@ def test_slurm_requeued_job_resumes_from_its_checkpoint(tmp_path, local_slurm, d
     try:
         # 1. preempted: the whole job is signalled (SIGTERM), requeued, started again
         a = rng.randint(2, 6)
-        _wait(f"step {a}", lambda: _logged_step(run) >= a, timeout=300, every=0.02, slurm=True)
+        wait_until(f"step {a}", lambda: _logged_step(run) >= a, timeout=300, every=0.02, slurm=True)
         subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
         # Requeued, the job starts again once its old credential has expired (AuthInfo
         # cred_expire on the test cluster). Forcing an earlier start (`scontrol update
         # StartTime=now`) races that expiry and can end in "Job credential revoked".
-        _wait(f"job {job} to save, stop and be requeued", lambda: "preempted: step" in out.read_text()
+        wait_until(f"job {job} to save, stop and be requeued", lambda: "preempted: step" in out.read_text()
               and _job(job).get("JobState") == "PENDING", timeout=300, slurm=True)
         s1 = _saved_step(run)
         assert a <= s1 < SLURM_STEPS - SLURM_MARGIN - 2, (a, s1, why)
         # 2. the early warning: SIGUSR1 to the batch step; training saves and exits 75
         b = rng.randint(s1 + 2, max(s1 + 2, min(s1 + 8, SLURM_STEPS - SLURM_MARGIN)))
-        _wait(f"step {b}", lambda: _logged_step(run) >= b, timeout=300, every=0.02, slurm=True)
+        wait_until(f"step {b}", lambda: _logged_step(run) >= b, timeout=300, every=0.02, slurm=True)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=60)
         # Exit 75. With RequeueExit=75 in slurm.conf (scripts/slurm-local.sh, as docs/reliability.md
         # advises) SLURM requeues the job by itself and its FAILED state lasts an instant; without
         # it the job stays FAILED with exit code 75 and is requeued here by hand.
-        _wait("the job to exit 75", lambda: (j := _job(job)).get("Restarts") == "2"
+        wait_until("the job to exit 75", lambda: (j := _job(job)).get("Restarts") == "2"
               or j.get("JobState") in ("FAILED", "COMPLETED"), slurm=True)
         info = _job(job)
         if info.get("Restarts") == "1":
             assert (info["JobState"], info["ExitCode"]) == ("FAILED", f"{EXIT_PREEMPTED}:0"), (info, why)
             subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
         # Either way it starts again when the old job credential expires, as above.
-        info = _wait("the job to complete", lambda: (j := _job(job)).get("JobState") in (
+        info = wait_until("the job to complete", lambda: (j := _job(job)).get("JobState") in (
             "COMPLETED", "FAILED", "CANCELLED") and j, timeout=300, slurm=True)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
@@ -383,7 +366,7 @@ def test_snakemake_killed_midway_reruns_only_unfinished_jobs(tmp_path):
         return finished and between and between[0]
 
     try:
-        killed_run = _wait("a finished job and a training job between checkpoints", midway, 400, 0.02)
+        killed_run = wait_until("a finished job and a training job between checkpoints", midway, 400, 0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:

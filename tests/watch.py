@@ -1,6 +1,7 @@
 """Watching what the integration tests start, so that nothing they wait on can stall the run.
 
 * `run_group`: a command in a process group of its own, killed whole on timeout.
+* `wait_until`: polling with an end (and, for the SLURM tests, the checks below).
 * `run_watched`, `slurm_trouble`, `slurm_report`: a drained or down node leaves every job PENDING
   for ever, and Snakemake's SLURM executor (or a test waiting on a job) would wait until its own
   time limit and say nothing about why. The SLURM tests poll `slurm_trouble()` while they wait
@@ -60,36 +61,50 @@ def slurm_report() -> str:
     return "\n".join(parts)
 
 
-def run_watched(cmd: list[str], cwd: Path, env: dict, timeout: float, every: float = 5.0,
+def wait_until(what: str, fn, timeout: float = 240, every: float = 0.1, slurm: bool = False):
+    """Poll `fn` until it answers (and return the answer), for at most `timeout` seconds. With
+    `slurm`, fail at once, with `slurm_report()`, when the test SLURM's node can no longer run
+    jobs (checked every 2 s)."""
+    deadline = time.monotonic() + timeout
+    checked = 0.0
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        if slurm and time.monotonic() - checked > 2:
+            checked = time.monotonic()
+            if (trouble := slurm_trouble()) is not None:
+                raise AssertionError(f"waiting for {what}: {trouble}\n{slurm_report()}")
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{slurm_report()}" if slurm else ""))
+
+
+def run_watched(cmd: list[str], cwd: Path, env: dict, timeout: float, every: float = 1.0,
                 log: Path | None = None) -> tuple[int, str]:
     """Run `cmd` (a client of the test SLURM) to its end; fail at once if the cluster breaks.
 
-    Returns (exit code, output). Raises AssertionError, with the output's tail and
-    `slurm_report()`, when the node can no longer run jobs or `timeout` seconds pass; the command's
+    Returns (exit code, output). Raises AssertionError, with `wait_until`'s reason and the
+    output's tail, when the node can no longer run jobs or `timeout` seconds pass; the command's
     process group and this user's jobs are then stopped.
     """
     log = log or Path(cwd) / "watched.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    why = None
+    failure = None
     try:
-        while proc.poll() is None:
-            why = slurm_trouble()
-            if why is None and time.monotonic() > deadline:
-                why = f"no end within {timeout:.0f} s"
-            if why is not None:
-                break
-            time.sleep(every)
+        wait_until(f"{' '.join(cmd[:3])} ... to end", lambda: proc.poll() is not None, timeout,
+                   every, slurm=True)
+    except AssertionError as exc:
+        failure = exc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             subprocess.run(["scancel", "--user", str(os.getuid())], capture_output=True, timeout=30)
     output = log.read_text(errors="replace")
-    if why is not None:
-        raise AssertionError(f"{' '.join(cmd[:3])} ...: {why}\n{output[-4000:]}\n{slurm_report()}")
+    if failure is not None:
+        raise AssertionError(f"{failure}\n--- output\n{output[-4000:]}") from None
     return proc.returncode, output
 
 
